@@ -1,0 +1,108 @@
+"""fastnn: train small neural networks on the CPU, fast.
+
+    import fastnn, fastnn.functional as F
+    fastnn.info()              # version, backend, isa, threads, compiler
+    F.softmax_cross_entropy(logits, labels)
+"""
+import importlib
+import os
+import warnings
+
+from . import backends
+
+__version__ = "0.1.0"
+
+__all__ = ["info", "backend", "set_backend", "set_num_threads", "functional", "nn", "optim", "datasets",
+           "Trainer", "MLPClassifier", "save", "load", "__version__"]
+
+# Public names defined in submodules, imported on first use so that
+# `import fastnn` stays quick (no plotting or progress-bar imports).
+_LAZY = {
+    "functional": ("fastnn.functional", None),
+    "nn": ("fastnn.nn", None),
+    "optim": ("fastnn.optim", None),
+    "datasets": ("fastnn.datasets", None),
+    "Trainer": ("fastnn.train", "Trainer"),
+    "MLPClassifier": ("fastnn.train", "MLPClassifier"),
+    "save": ("fastnn.checkpoint", "save"),
+    "load": ("fastnn.checkpoint", "load"),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def backend():
+    """Name of the active backend: 'cpp', 'numba' or 'numpy'."""
+    return backends.active().NAME
+
+
+def set_backend(name):
+    """Switch the backend for all later calls. Raises ImportError if it cannot load."""
+    backends.set_active(name)
+
+
+def _core_or_none():
+    try:
+        from . import _core
+        return _core
+    except ImportError:
+        return None
+
+
+def set_num_threads(n):
+    """Threads used by the C++ kernels (OpenMP) and the Numba kernels."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    core = _core_or_none()
+    if core is not None:
+        core.set_num_threads(n)
+    if "numba" in backends._loaded:
+        import numba
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def info():
+    """What fastnn runs on: version, backend, isa, threads, compiler."""
+    core = _core_or_none()
+    name = backend()
+    if name == "numba":
+        import numba
+        threads = numba.get_num_threads()
+    else:
+        threads = core.num_threads() if core is not None and name == "cpp" else 1
+    return {
+        "version": __version__,
+        "backend": name,
+        "isa": core.isa() if core is not None else None,
+        "cpu_isa": core.cpu_isa() if core is not None else None,
+        "threads": threads,
+        "openmp": core.has_openmp() if core is not None else False,
+        "compiler": core.compiler() if core is not None else None,
+    }
+
+
+def _apply_environment():
+    isa = os.environ.get("FASTNN_ISA")
+    if isa is not None and isa not in ("avx512", "avx2", "generic"):
+        warnings.warn(f"fastnn: FASTNN_ISA={isa!r} is not one of avx512, avx2, generic; ignored",
+                      RuntimeWarning, stacklevel=3)
+    threads = os.environ.get("FASTNN_NUM_THREADS")
+    if threads:
+        try:
+            set_num_threads(int(threads))
+        except ValueError:
+            warnings.warn(f"fastnn: FASTNN_NUM_THREADS={threads!r} is not a positive integer; ignored",
+                          RuntimeWarning, stacklevel=3)
+
+
+_apply_environment()

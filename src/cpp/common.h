@@ -1,0 +1,18 @@
+// Types shared by every kernel. No Python here: kernels see raw pointers and sizes.
+#pragma once
+#include <cstdint>
+
+namespace fastnn {
+
+using index_t = std::int64_t;
+
+// Activations that can be fused into a linear layer's GEMM store (forward) and
+// into the gradient pass before the GEMMs (backward). The backward form of each
+// is written in terms of the activation's *output* y, which the layer keeps.
+enum class Act : int { none = 0, relu = 1, sigmoid = 2, tanh = 3 };
+
+// Number of OpenMP threads kernels may use (set_num_threads); 1 without OpenMP.
+int num_threads();
+void set_num_threads(int n);
+
+}  // namespace fastnn

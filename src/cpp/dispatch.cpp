@@ -1,0 +1,86 @@
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#ifdef FASTNN_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace fastnn {
+
+namespace {
+
+#define FASTNN_ISA_TABLE(ns)                                                   \
+  IsaKernels{#ns, ns::gemm_f32, ns::gemm_f64, ns::softmax_f32, ns::softmax_f64, \
+             ns::cross_entropy_f32, ns::cross_entropy_f64}
+
+const IsaKernels kTables[] = {FASTNN_ISA_TABLE(generic), FASTNN_ISA_TABLE(avx2),
+                              FASTNN_ISA_TABLE(avx512)};
+
+// AVX-512 needs both CPU support and the OS saving zmm state; GCC's
+// __builtin_cpu_supports checks CPUID and XGETBV for us.
+Isa detect_cpu_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+  return Isa::generic;
+}
+
+// FASTNN_ISA only lowers the level: asking for AVX-512 on an AVX2 machine gives AVX2.
+// An unknown value is ignored here; the Python layer warns about it.
+Isa pick_isa() {
+  Isa best = detect_cpu_isa();
+  const char* cap = std::getenv("FASTNN_ISA");
+  if (cap == nullptr) return best;
+  Isa wanted = best;
+  if (std::strcmp(cap, "generic") == 0) wanted = Isa::generic;
+  else if (std::strcmp(cap, "avx2") == 0) wanted = Isa::avx2;
+  else if (std::strcmp(cap, "avx512") == 0) wanted = Isa::avx512;
+  return static_cast<int>(wanted) < static_cast<int>(best) ? wanted : best;
+}
+
+}  // namespace
+
+Isa cpu_isa() {
+  static const Isa isa = detect_cpu_isa();
+  return isa;
+}
+
+Isa active_isa() {
+  static const Isa isa = pick_isa();
+  return isa;
+}
+
+const IsaKernels& isa_kernels() { return kTables[static_cast<int>(active_isa())]; }
+
+const char* isa_name(Isa isa) { return kTables[static_cast<int>(isa)].name; }
+
+// One process-wide setting, read by every parallel region through its
+// num_threads clause: omp_set_num_threads would only reach the calling thread,
+// and kernels are called from many Python threads.
+namespace {
+int initial_threads() {
+#ifdef FASTNN_HAVE_OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+std::atomic<int> g_num_threads{initial_threads()};
+}  // namespace
+
+int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+
+void set_num_threads(int n) {
+#ifdef FASTNN_HAVE_OPENMP
+  g_num_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed);
+#else
+  (void)n;
+#endif
+}
+
+}  // namespace fastnn

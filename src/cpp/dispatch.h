@@ -1,0 +1,97 @@
+// Run-time instruction-set dispatch.
+//
+// Kernels whose speed depends on vector width (GEMM, the softmax family) are
+// compiled once per instruction set, each copy in its own namespace
+// fastnn::<isa> (see FASTNN_ISA_SOURCES in CMakeLists.txt). At first use the best
+// set this CPU supports is picked, capped by the FASTNN_ISA environment variable
+// (avx512 | avx2 | generic), and every call goes through that table.
+#pragma once
+#include "common.h"
+
+namespace fastnn {
+
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+
+// C[M,N] = act(op(A)[M,K] @ op(B)[K,N] + (accumulate ? C : 0) + bias[N])
+// op(A) is A (M,K) with row stride lda, or, with trans_a, A stored as (K,M).
+// op(B) is B (K,N) with row stride ldb, or, with trans_b, B stored as (N,K).
+// bias may be null; act is applied after the bias. C has row stride ldc.
+template <class T>
+struct GemmArgs {
+  bool trans_a = false, trans_b = false;
+  index_t M = 0, N = 0, K = 0;
+  const T* A = nullptr; index_t lda = 0;
+  const T* B = nullptr; index_t ldb = 0;
+  T* C = nullptr; index_t ldc = 0;
+  bool accumulate = false;
+  const T* bias = nullptr;
+  Act act = Act::none;
+};
+
+// Row-wise softmax or log-softmax: x, y are (rows, cols), contiguous.
+template <class T>
+struct SoftmaxArgs {
+  const T* x = nullptr;
+  T* y = nullptr;
+  index_t rows = 0, cols = 0;
+  bool log = false;
+};
+
+// Cross-entropy from logits (rows, cols), one pass per row.
+// The target is either labels (rows,) in [0, cols) or probabilities (rows, cols).
+// With label smoothing s the target becomes (1 - s) * target + s / cols.
+// row_loss (rows,) receives each row's loss if not null; dlogits (rows, cols)
+// receives grad_scale * d(row loss)/d(logits) if not null.
+// Returns the sum of the row losses (in double).
+template <class T>
+struct CrossEntropyArgs {
+  const T* logits = nullptr;
+  index_t rows = 0, cols = 0;
+  const std::int64_t* labels = nullptr;
+  const T* target = nullptr;
+  double label_smoothing = 0.0;
+  T* row_loss = nullptr;
+  T* dlogits = nullptr;
+  double grad_scale = 1.0;
+};
+
+struct IsaKernels {
+  const char* name;
+  void (*gemm_f32)(const GemmArgs<float>&);
+  void (*gemm_f64)(const GemmArgs<double>&);
+  void (*softmax_f32)(const SoftmaxArgs<float>&);
+  void (*softmax_f64)(const SoftmaxArgs<double>&);
+  double (*cross_entropy_f32)(const CrossEntropyArgs<float>&);
+  double (*cross_entropy_f64)(const CrossEntropyArgs<double>&);
+};
+
+// The table picked for this process (CPUID capped by FASTNN_ISA), chosen once.
+const IsaKernels& isa_kernels();
+Isa active_isa();
+const char* isa_name(Isa isa);
+// Best instruction set this CPU supports, ignoring FASTNN_ISA.
+Isa cpu_isa();
+
+// Typed front doors, so that callers write gemm(args) for float and double alike.
+inline void gemm(const GemmArgs<float>& a) { isa_kernels().gemm_f32(a); }
+inline void gemm(const GemmArgs<double>& a) { isa_kernels().gemm_f64(a); }
+inline void softmax(const SoftmaxArgs<float>& a) { isa_kernels().softmax_f32(a); }
+inline void softmax(const SoftmaxArgs<double>& a) { isa_kernels().softmax_f64(a); }
+inline double cross_entropy(const CrossEntropyArgs<float>& a) { return isa_kernels().cross_entropy_f32(a); }
+inline double cross_entropy(const CrossEntropyArgs<double>& a) { return isa_kernels().cross_entropy_f64(a); }
+
+}  // namespace fastnn
+
+// Each ISA translation unit defines these inside namespace fastnn::<isa>.
+#define FASTNN_DECLARE_ISA_KERNELS(ns)                                        \
+  namespace fastnn { namespace ns {                                           \
+  void gemm_f32(const GemmArgs<float>&);                                      \
+  void gemm_f64(const GemmArgs<double>&);                                     \
+  void softmax_f32(const SoftmaxArgs<float>&);                                \
+  void softmax_f64(const SoftmaxArgs<double>&);                               \
+  double cross_entropy_f32(const CrossEntropyArgs<float>&);                   \
+  double cross_entropy_f64(const CrossEntropyArgs<double>&);                  \
+  } }
+FASTNN_DECLARE_ISA_KERNELS(generic)
+FASTNN_DECLARE_ISA_KERNELS(avx2)
+FASTNN_DECLARE_ISA_KERNELS(avx512)

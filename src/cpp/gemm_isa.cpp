@@ -1,0 +1,472 @@
+// GEMM kernels, compiled once per instruction set (see fastnn_add_isa in
+// CMakeLists.txt): FASTNN_ISA_NS is generic (SSE2), avx2 (AVX2+FMA) or avx512.
+//
+//   C[M,N] = act(op(A) @ op(B) + (accumulate ? C : 0) + bias[N])
+//
+// Design (GotoBLAS/BLIS style, row-major C, vectors along N):
+//  * op(B) is packed per (KC x NC) block into NR-wide micro-panels, k-major,
+//    zero-padded to a whole number of vectors (and K to a multiple of KU).
+//    With trans_b (B stored (N,K)) the panels are built with in-register
+//    W x W transposes straight from B's layout.
+//  * op(A) is packed one MR-row micro-panel at a time (it stays in L1 while the
+//    kernel sweeps every B micro-panel of the block, which sits in L2). Without
+//    trans_a the panel is stored in chunks of KU k-values per row ([q][r][u]:
+//    plain contiguous copies); with trans_a (A stored (K,M)) it is k-major
+//    ([k][r]: contiguous copies again). The microkernel knows both layouts.
+//  * Register-blocked MR x (NV vectors) microkernels, one instantiation per
+//    edge height m <= MR and per vector count nv <= NV, so edges cost no
+//    padded work along M. The store of the last K block applies
+//    (accumulate) + bias + activation; earlier K blocks accumulate into C.
+//  * OpenMP: C is cut into a tm x tn grid of MR/NR-aligned blocks, one per
+//    thread, each thread packing its own operands (no barriers). The grid is
+//    picked to minimise per-thread work incl. packing, so M=128 still keeps
+//    two threads busy by splitting N.
+//  * Packing buffers are thread_local, grow-only: no allocation per call after
+//    warm-up, and nothing shared between concurrent calls.
+// Everything here is in the ISA namespace and/or has internal linkage.
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "dispatch.h"
+#include "simd.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fastnn {
+namespace FASTNN_ISA_NS {
+namespace {
+
+using simd::VT;
+
+// ---------------------------------------------------------------- config ----
+constexpr int KU = 8;  // k-chunk of the packed panels (K is padded to it)
+
+template <class T> struct Cfg;
+#if FASTNN_VBYTES == 64
+// 32 zmm registers: 14x2 accumulators + 2 B vectors + 1 broadcast.
+template <> struct Cfg<float> { static constexpr int MR = 14, NV = 2, KC = 256, NC = 512; };
+template <> struct Cfg<double> { static constexpr int MR = 14, NV = 2, KC = 256, NC = 256; };
+#elif FASTNN_VBYTES == 32
+// 16 ymm registers: 6x2 accumulators + 2 B vectors + 1 broadcast.
+template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 512; };
+template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 256; };
+#else
+// 16 xmm registers, no FMA (mul + add needs a temporary).
+template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 512; };
+template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 256; };
+#endif
+
+static inline index_t imin(index_t a, index_t b) { return a < b ? a : b; }
+static inline index_t imax(index_t a, index_t b) { return a > b ? a : b; }
+static inline index_t cdiv(index_t a, index_t b) { return (a + b - 1) / b; }
+static inline index_t rup(index_t a, index_t b) { return cdiv(a, b) * b; }
+
+// ------------------------------------------------------ scratch buffers ----
+struct ScratchBuf {
+  void* p = nullptr;
+  std::size_t cap = 0;
+  ScratchBuf() = default;
+  ScratchBuf(const ScratchBuf&) = delete;
+  ScratchBuf& operator=(const ScratchBuf&) = delete;
+  ~ScratchBuf() { std::free(p); }
+  // Grow-only; returns nullptr if the allocation fails.
+  void* get(std::size_t bytes) {
+    if (bytes > cap) {
+      std::free(p);
+      cap = 0;
+      p = std::aligned_alloc(64, static_cast<std::size_t>(rup(static_cast<index_t>(bytes), 4096)));
+      if (p != nullptr) cap = static_cast<std::size_t>(rup(static_cast<index_t>(bytes), 4096));
+    }
+    return p;
+  }
+};
+
+static ScratchBuf& thread_scratch() {
+  static thread_local ScratchBuf buf;
+  return buf;
+}
+
+// --------------------------------------------------------------- epilogue ----
+template <class T>
+static inline T act_scalar(T x, Act a) {
+  switch (a) {
+    case Act::relu: return x < T(0) ? T(0) : x;  // NaN propagates
+    case Act::sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case Act::tanh: return std::tanh(x);
+    default: return x;
+  }
+}
+
+template <class T>
+struct Epi {
+  const T* bias;  // bias of the tile's first column (null: none)
+  Act act;
+  bool load_c;    // add C's current contents
+  bool last;      // last K block: apply bias + act
+};
+
+// Scalar epilogue from a finished accumulator tile (partial tiles).
+template <class T>
+static void epi_scalar(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, const Epi<T>& e) {
+  for (int r = 0; r < m; ++r) {
+    T* c = C + r * ldc;
+    const T* t = tmp + r * ldt;
+    for (int j = 0; j < n; ++j) {
+      T v = t[j];
+      if (e.load_c) v += c[j];
+      if (e.last) {
+        if (e.bias) v += e.bias[j];
+        v = act_scalar(v, e.act);
+      }
+      c[j] = v;
+    }
+  }
+}
+
+// ------------------------------------------------------------ microkernel ----
+// acc[M_ x NV*W] = sum over nq chunks of KU k-values of A-panel x B-panel.
+// A panel (height M_): AKM ? [q][u][r] : [q][r][u]. B panel: [k][NV*W], aligned.
+template <class T, int M_, int NV, bool AKM>
+static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T* __restrict C,
+                    index_t ldc, int n, const Epi<T>& e) {
+  typedef typename VT<T>::V V;
+  constexpr int W = VT<T>::W;
+  constexpr int NRp = NV * W;
+
+  for (int r = 0; r < M_; ++r) {
+    __builtin_prefetch(C + r * ldc, 1, 3);
+    if (NRp * sizeof(T) > 64) __builtin_prefetch(C + r * ldc + NRp - 1, 1, 3);
+  }
+
+  V acc[M_][NV];
+#pragma GCC unroll 32
+  for (int r = 0; r < M_; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[r][j] = V{};
+
+  for (index_t q = 0; q < nq; ++q) {
+#pragma GCC unroll 8
+    for (int u = 0; u < KU; ++u) {
+      V b[NV];
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) b[j] = simd::load(B + u * NRp + j * W);
+#pragma GCC unroll 32
+      for (int r = 0; r < M_; ++r) {
+        const V a = simd::set1(A[AKM ? u * M_ + r : r * KU + u]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) acc[r][j] = simd::fma(a, b[j], acc[r][j]);
+      }
+    }
+    A += M_ * KU;
+    B += KU * NRp;
+  }
+
+  if (n == NRp) {
+    const bool add_bias = e.last && e.bias != nullptr;
+    const bool relu = e.last && e.act == Act::relu;
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) bv[j] = add_bias ? simd::loadu(e.bias + j * W) : V{};
+#pragma GCC unroll 32
+    for (int r = 0; r < M_; ++r) {
+      T* c = C + r * ldc;
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) {
+        V v = acc[r][j];
+        if (e.load_c) v += simd::loadu(c + j * W);
+        v += bv[j];
+        if (relu) v = simd::relu(v);
+        simd::storeu(c + j * W, v);
+      }
+    }
+    if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh)) {
+      for (int r = 0; r < M_; ++r) {
+        T* c = C + r * ldc;
+        for (int j = 0; j < NRp; ++j) c[j] = act_scalar(c[j], e.act);
+      }
+    }
+  } else {
+    alignas(64) T tmp[M_ * NRp];
+#pragma GCC unroll 32
+    for (int r = 0; r < M_; ++r)
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) simd::store(tmp + r * NRp + j * W, acc[r][j]);
+    epi_scalar(tmp, NRp, M_, n, C, ldc, e);
+  }
+}
+
+template <class T>
+using KFn = void (*)(index_t, const T*, const T*, T*, index_t, int, const Epi<T>&);
+
+template <class T, int NV, bool AKM, std::size_t... I>
+static inline KFn<T> kpick_m(int m, std::index_sequence<I...>) {
+  static constexpr KFn<T> tab[] = {&ukernel<T, static_cast<int>(I) + 1, NV, AKM>...};
+  return tab[m - 1];
+}
+
+template <class T, int NV, bool AKM>
+static inline KFn<T> kpick_nv(int m, int nv) {
+  if constexpr (NV > 1) {
+    if (nv < NV) return kpick_nv<T, NV - 1, AKM>(m, nv);
+  }
+  return kpick_m<T, NV, AKM>(m, std::make_index_sequence<Cfg<T>::MR>{});
+}
+
+template <class T>
+static inline KFn<T> kpick(bool akm, int m, int nv) {
+  return akm ? kpick_nv<T, Cfg<T>::NV, true>(m, nv) : kpick_nv<T, Cfg<T>::NV, false>(m, nv);
+}
+
+// ---------------------------------------------------------------- packing ----
+// B block: columns [j0, j0+nc), k rows [p0, p0+kc) -> NR-wide panels, each
+// kcp x NRp (NRp = NR, or nv*W for the last, narrower panel), zero padded.
+template <class T>
+static void pack_b(const GemmArgs<T>& g, index_t j0, index_t nc, index_t p0, index_t kc,
+                   index_t kcp, T* __restrict dst) {
+  typedef typename VT<T>::V V;
+  constexpr int W = VT<T>::W;
+  constexpr int NR = Cfg<T>::NV * W;
+  for (index_t jr = 0; jr < nc; jr += NR) {
+    const int nr = static_cast<int>(imin(NR, nc - jr));
+    const int NRp = static_cast<int>(rup(nr, W));
+    T* d = dst + jr * kcp;
+    if (!g.trans_b) {
+      const T* s = g.B + p0 * g.ldb + j0 + jr;
+      if (nr == NR) {
+        for (index_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 8
+          for (int j = 0; j < NR; j += W) simd::store(d + k * NR + j, simd::loadu(s + k * g.ldb + j));
+        }
+      } else {
+        for (index_t k = 0; k < kc; ++k) {
+          int j = 0;
+          for (; j < nr; ++j) d[k * NRp + j] = s[k * g.ldb + j];
+          for (; j < NRp; ++j) d[k * NRp + j] = T(0);
+        }
+      }
+    } else {
+      // B stored (N,K): column j of op(B) is row j of B, contiguous in k.
+      const T* s = g.B + (j0 + jr) * g.ldb + p0;
+      for (int jv = 0; jv < NRp; jv += W) {
+        if (jv + W <= nr) {
+          index_t k = 0;
+          for (; k + W <= kc; k += W) {
+            V r[W];
+#pragma GCC unroll 16
+            for (int t = 0; t < W; ++t) r[t] = simd::loadu(s + (jv + t) * g.ldb + k);
+            simd::transpose<T>(r);
+#pragma GCC unroll 16
+            for (int t = 0; t < W; ++t) simd::store(d + (k + t) * NRp + jv, r[t]);
+          }
+          for (; k < kc; ++k)
+            for (int t = 0; t < W; ++t) d[k * NRp + jv + t] = s[(jv + t) * g.ldb + k];
+        } else {
+          for (index_t k = 0; k < kc; ++k)
+            for (int t = 0; t < W; ++t)
+              d[k * NRp + jv + t] = (jv + t < nr) ? s[(jv + t) * g.ldb + k] : T(0);
+        }
+      }
+    }
+    for (index_t k = kc; k < kcp; ++k)
+      for (int j = 0; j < NRp; ++j) d[k * NRp + j] = T(0);
+  }
+}
+
+// A micro-panel: rows [i0, i0+mr), k [p0, p0+kc), padded to kcp.
+// !trans_a: [q][r][u] (KU contiguous k per row); trans_a: [k][r].
+template <class T>
+static void pack_a(const GemmArgs<T>& g, index_t i0, int mr, index_t p0, index_t kc, index_t kcp,
+                   T* __restrict dst) {
+  constexpr int MR = Cfg<T>::MR;
+  if (!g.trans_a) {
+    const T* s = g.A + i0 * g.lda + p0;
+    const index_t kfull = kc / KU * KU;
+    for (index_t k = 0; k < kfull; k += KU) {
+      T* d = dst + k * mr;
+      for (int r = 0; r < mr; ++r) std::memcpy(d + r * KU, s + r * g.lda + k, KU * sizeof(T));
+    }
+    if (kfull < kcp) {
+      T* d = dst + kfull * mr;
+      for (int r = 0; r < mr; ++r)
+        for (int u = 0; u < KU; ++u) d[r * KU + u] = (kfull + u < kc) ? s[r * g.lda + kfull + u] : T(0);
+    }
+  } else {
+    const T* s = g.A + p0 * g.lda + i0;
+    if (mr == MR) {
+      for (index_t k = 0; k < kc; ++k) std::memcpy(dst + k * MR, s + k * g.lda, MR * sizeof(T));
+    } else {
+      for (index_t k = 0; k < kc; ++k)
+        for (int r = 0; r < mr; ++r) dst[k * mr + r] = s[k * g.lda + r];
+    }
+    for (index_t k = kc * mr; k < kcp * mr; ++k) dst[k] = T(0);
+  }
+}
+
+// --------------------------------------------------------------- drivers ----
+// Slow but allocation-free fallback (used only if scratch allocation fails).
+template <class T>
+static void gemm_block_naive(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0, index_t n1) {
+  for (index_t i = m0; i < m1; ++i) {
+    T* c = g.C + i * g.ldc;
+    for (index_t j = n0; j < n1; ++j) {
+      T s = 0;
+      for (index_t p = 0; p < g.K; ++p) {
+        const T a = g.trans_a ? g.A[p * g.lda + i] : g.A[i * g.lda + p];
+        const T b = g.trans_b ? g.B[j * g.ldb + p] : g.B[p * g.ldb + j];
+        s += a * b;
+      }
+      if (g.accumulate) s += c[j];
+      if (g.bias) s += g.bias[j];
+      c[j] = act_scalar(s, g.act);
+    }
+  }
+}
+
+// Balanced K blocking: nkb blocks of kcb (multiple of KU) each, the last shorter.
+template <class T>
+static index_t k_block(index_t K) {
+  const index_t nkb = cdiv(K, Cfg<T>::KC);
+  return rup(cdiv(K, nkb), KU);
+}
+
+// One thread's block of C: rows [m0,m1), columns [n0,n1), all of K.
+template <class T>
+static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0, index_t n1) {
+  if (m0 >= m1 || n0 >= n1) return;
+  constexpr int W = VT<T>::W;
+  constexpr int MR = Cfg<T>::MR;
+  constexpr int NR = Cfg<T>::NV * W;
+  const index_t K = g.K;
+  const index_t kcb = k_block<T>(K);
+  const index_t ncmax = imin(rup(n1 - n0, NR), static_cast<index_t>(Cfg<T>::NC));
+  const std::size_t b_elems = static_cast<std::size_t>(kcb * ncmax);
+  const std::size_t a_elems = static_cast<std::size_t>(kcb * MR);
+  const std::size_t a_off = (b_elems * sizeof(T) + 63) / 64 * 64;
+  char* base = static_cast<char*>(thread_scratch().get(a_off + a_elems * sizeof(T)));
+  if (base == nullptr) {
+    gemm_block_naive(g, m0, m1, n0, n1);
+    return;
+  }
+  T* Bp = reinterpret_cast<T*>(base);
+  T* Ap = reinterpret_cast<T*>(base + a_off);
+
+  for (index_t jc = n0; jc < n1; jc += Cfg<T>::NC) {
+    const index_t nc = imin(Cfg<T>::NC, n1 - jc);
+    for (index_t pc = 0; pc < K; pc += kcb) {
+      const index_t kc = imin(kcb, K - pc);
+      const index_t kcp = rup(kc, KU);
+      pack_b(g, jc, nc, pc, kc, kcp, Bp);
+      Epi<T> e;
+      e.act = g.act;
+      e.load_c = g.accumulate || pc > 0;
+      e.last = pc + kc == K;
+      for (index_t ic = m0; ic < m1; ic += MR) {
+        const int mr = static_cast<int>(imin(MR, m1 - ic));
+        pack_a(g, ic, mr, pc, kc, kcp, Ap);
+        const KFn<T> kfull = kpick<T>(g.trans_a, mr, Cfg<T>::NV);
+        T* crow = g.C + ic * g.ldc + jc;
+        for (index_t jr = 0; jr < nc; jr += NR) {
+          const int nr = static_cast<int>(imin(NR, nc - jr));
+          e.bias = g.bias ? g.bias + jc + jr : nullptr;
+          const KFn<T> kf = nr == NR ? kfull : kpick<T>(g.trans_a, mr, static_cast<int>(cdiv(nr, W)));
+          kf(kcp / KU, Ap, Bp + jr * kcp, crow + jr, g.ldc, nr, e);
+        }
+      }
+    }
+  }
+}
+
+// K == 0: C = act((accumulate ? C : 0) + bias).
+template <class T>
+static void gemm_k0(const GemmArgs<T>& g) {
+  for (index_t i = 0; i < g.M; ++i) {
+    T* c = g.C + i * g.ldc;
+    for (index_t j = 0; j < g.N; ++j) {
+      T v = g.accumulate ? c[j] : T(0);
+      if (g.bias) v += g.bias[j];
+      c[j] = act_scalar(v, g.act);
+    }
+  }
+}
+
+template <class T>
+static void gemm_impl(const GemmArgs<T>& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0) {
+    gemm_k0(g);
+    return;
+  }
+  constexpr int W = VT<T>::W;
+  constexpr int MR = Cfg<T>::MR;
+  constexpr int NR = Cfg<T>::NV * W;
+  const index_t Mp = cdiv(g.M, MR), Np = cdiv(g.N, NR);
+
+  int nt = 1;
+#ifdef _OPENMP
+  {
+    const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
+    const int want = num_threads();
+    // Roughly 1 MFLOP per extra thread keeps the fork/join cost negligible.
+    const double cap = flops / 1.0e6;
+    nt = want;
+    if (cap < nt) nt = cap < 1.0 ? 1 : static_cast<int>(cap);
+    if (nt > Mp * Np) nt = static_cast<int>(Mp * Np);
+    if (nt < 1) nt = 1;
+  }
+#endif
+  if (nt == 1) {
+    gemm_block(g, 0, g.M, 0, g.N);
+    return;
+  }
+
+  // Pick a tm x tn grid (tm * tn == nt) minimising one thread's work: its
+  // tile flops plus the packing of its A rows and B columns.
+  int tm = 1, tn = nt;
+  double best = -1.0;
+  for (int a = 1; a <= nt; ++a) {
+    if (nt % a != 0) continue;
+    const int b = nt / a;
+    if (a > Mp || b > Np) continue;
+    const double rows = static_cast<double>(imin(cdiv(Mp, a) * MR, g.M));
+    const double cols = static_cast<double>(imin(cdiv(Np, b) * NR, g.N));
+    const double cost = rows * cols + 4.0 * W * (rows + cols);
+    if (best < 0 || cost < best) {
+      best = cost;
+      tm = a;
+      tn = b;
+    }
+  }
+  if (best < 0) {  // e.g. a prime thread count larger than one side
+    if (Np >= Mp) { tm = 1; tn = static_cast<int>(imin(nt, Np)); }
+    else { tn = 1; tm = static_cast<int>(imin(nt, Mp)); }
+    nt = tm * tn;
+  }
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    const int nteam = omp_get_num_threads();
+    // If the runtime gave us fewer threads, the survivors take the rest.
+    for (int id = t; id < tm * tn; id += nteam) {
+      const index_t ti = id / tn, tj = id % tn;
+      const index_t m0 = imin(ti * Mp / tm * MR, g.M), m1 = imin((ti + 1) * Mp / tm * MR, g.M);
+      const index_t n0 = imin(tj * Np / tn * NR, g.N), n1 = imin((tj + 1) * Np / tn * NR, g.N);
+      gemm_block(g, m0, m1, n0, n1);
+    }
+  }
+#endif
+}
+
+}  // namespace
+
+void gemm_f32(const GemmArgs<float>& g) { gemm_impl(g); }
+void gemm_f64(const GemmArgs<double>& g) { gemm_impl(g); }
+
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn

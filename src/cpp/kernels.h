@@ -1,0 +1,77 @@
+// Kernels that do not depend on the vector width (the compiler's baseline
+// vectorization is enough: they are memory-bound). Each is instantiated for
+// float and double. Pointers are to contiguous arrays; n counts elements.
+#pragma once
+#include <cstdint>
+
+#include "common.h"
+
+namespace fastnn {
+
+// ---- activations: x, y, dy, dx all (n,)
+template <class T> void relu_forward(const T* x, T* y, index_t n);
+template <class T> void relu_backward(const T* y, const T* dy, T* dx, index_t n);
+template <class T> void sigmoid_forward(const T* x, T* y, index_t n);
+template <class T> void sigmoid_backward(const T* y, const T* dy, T* dx, index_t n);
+template <class T> void tanh_forward(const T* x, T* y, index_t n);
+template <class T> void tanh_backward(const T* y, const T* dy, T* dx, index_t n);
+template <class T> void leaky_relu_forward(const T* x, T* y, index_t n, T negative_slope);
+template <class T> void leaky_relu_backward(const T* x, const T* dy, T* dx, index_t n, T negative_slope);
+template <class T> void elu_forward(const T* x, T* y, index_t n, T alpha);
+template <class T> void elu_backward(const T* x, const T* dy, T* dx, index_t n, T alpha);
+
+// ---- losses. Each forward returns the sum of its per-element (or per-row)
+// losses and, when `per_element` is not null, writes them there too.
+// Each backward writes scale * d(sum of losses)/d(prediction).
+
+// y, t, per_element: (n,). Returns sum((y - t)^2).
+template <class T> double squared_error(const T* y, const T* t, T* per_element, index_t n);
+template <class T> void squared_error_backward(const T* y, const T* t, T* dy, index_t n, double scale);
+// Textbook CE on probabilities y (rows, cols); target labels (rows,) or t (rows, cols).
+// Returns -sum(t * log(y + 1e-7)) (not yet divided by rows).
+template <class T>
+double cross_entropy_error(const T* y, const std::int64_t* labels, const T* t, index_t rows, index_t cols);
+template <class T>
+void cross_entropy_error_backward(const T* y, const std::int64_t* labels, const T* t, T* dy,
+                                  index_t rows, index_t cols, double scale);
+// p, t: (n,). torch's BCE: each log clamped at -100.
+template <class T> double binary_cross_entropy(const T* p, const T* t, T* per_element, index_t n);
+template <class T> void binary_cross_entropy_backward(const T* p, const T* t, T* dp, index_t n, double scale);
+// z, t: (n,). max(z, 0) - z t + log1p(exp(-|z|)).
+template <class T>
+double binary_cross_entropy_with_logits(const T* z, const T* t, T* per_element, index_t n);
+template <class T>
+void binary_cross_entropy_with_logits_backward(const T* z, const T* t, T* dz, index_t n, double scale);
+
+// ---- linear layer, W is (in, out) so that y = x @ W + b.
+// x (rows, in), W (in, out), b (out,) or null -> y (rows, out) = act(x @ W + b).
+template <class T>
+void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act);
+// dy (rows, out) is dL/d(act output), y (rows, out) that output (unused for Act::none).
+// dz (rows, out) is scratch for dy * act'(y) (may be dy itself, or null for Act::none).
+// Writes dW (in, out), db (out,) if not null, and dx (rows, in) if not null.
+template <class T>
+void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* dx, T* dW, T* db,
+                     index_t rows, index_t in, index_t out, Act act);
+
+// out (count, row_bytes) = rows of x picked by index (count,); index already checked.
+void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes);
+
+// ---- optimizer updates, in place over n elements, torch.optim's rules.
+// step counts from 1; the caller increments it before the call.
+template <class T>
+void sgd_step(T* param, const T* grad, T* momentum_buf, index_t n, double lr, double momentum,
+              double dampening, bool nesterov, double weight_decay, bool maximize, bool first_step);
+template <class T>
+void adagrad_step(T* param, const T* grad, T* state_sum, index_t n, double step, double lr,
+                  double lr_decay, double weight_decay, double eps, bool maximize);
+template <class T>
+void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* momentum_buf, index_t n,
+                  double lr, double alpha, double eps, double weight_decay, double momentum,
+                  bool centered, bool maximize);
+template <class T>
+void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, double step, double lr,
+               double beta1, double beta2, double eps, double weight_decay,
+               bool decoupled_weight_decay, bool maximize);
+
+}  // namespace fastnn

@@ -1,0 +1,109 @@
+// A linear layer y = act(x @ W + b) and its backward pass, built on the
+// dispatched GEMM. The forward's bias and activation happen in the GEMM's store;
+// the backward computes dz = dy * act'(y) and db in one pass, then two GEMMs.
+#include <cstring>
+
+#include "dispatch.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace fastnn {
+
+namespace {
+
+template <class T>
+inline T activation_grad(Act act, T y, T dy) {
+  switch (act) {
+    case Act::relu: return y > T(0) ? dy : T(0);
+    case Act::sigmoid: return dy * y * (T(1) - y);
+    case Act::tanh: return dy * (T(1) - y * y);
+    default: return dy;
+  }
+}
+
+// dz (rows, out) = dy * act'(y) unless act is none (then dz is not written and
+// may be null); db (out,) = column sums of dz. Threads split the columns, so
+// each db entry is summed by one thread in row order.
+template <class T>
+void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t rows, index_t out, Act act) {
+  const index_t min_columns = rows * out >= kParallelGrain ? 64 : out + 1;
+  parallel_for(
+      out,
+      [&](index_t c0, index_t c1) {
+        if (db)
+          for (index_t c = c0; c < c1; ++c) db[c] = T(0);
+        for (index_t r = 0; r < rows; ++r) {
+          const T* grad = dy + r * out;
+          if (act != Act::none) {
+            const T* yr = y + r * out;
+            T* dzr = dz + r * out;
+#pragma omp simd
+            for (index_t c = c0; c < c1; ++c) dzr[c] = activation_grad(act, yr[c], grad[c]);
+            grad = dzr;
+          }
+          if (db) {
+#pragma omp simd
+            for (index_t c = c0; c < c1; ++c) db[c] += grad[c];
+          }
+        }
+      },
+      min_columns);
+}
+
+}  // namespace
+
+template <class T>
+void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act) {
+  GemmArgs<T> g;
+  g.M = rows; g.N = out; g.K = in;
+  g.A = x; g.lda = in;
+  g.B = W; g.ldb = out;
+  g.C = y; g.ldc = out;
+  g.bias = b;
+  g.act = act;
+  gemm(g);
+}
+
+template <class T>
+void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* dx, T* dW, T* db,
+                     index_t rows, index_t in, index_t out, Act act) {
+  if (act != Act::none || db) activation_grad_and_bias(dy, y, dz, db, rows, out, act);
+  const T* grad = act == Act::none ? dy : dz;
+  // dW (in, out) = x^T (in, rows) @ grad (rows, out)
+  GemmArgs<T> gw;
+  gw.trans_a = true;
+  gw.M = in; gw.N = out; gw.K = rows;
+  gw.A = x; gw.lda = in;
+  gw.B = grad; gw.ldb = out;
+  gw.C = dW; gw.ldc = out;
+  gemm(gw);
+  if (dx) {
+    // dx (rows, in) = grad (rows, out) @ W^T (out, in)
+    GemmArgs<T> gx;
+    gx.trans_b = true;
+    gx.M = rows; gx.N = in; gx.K = out;
+    gx.A = grad; gx.lda = out;
+    gx.B = W; gx.ldb = out;
+    gx.C = dx; gx.ldc = in;
+    gemm(gx);
+  }
+}
+
+void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes) {
+  parallel_for(
+      count,
+      [&](index_t begin, index_t end) {
+        for (index_t i = begin; i < end; ++i) std::memcpy(out + i * row_bytes, x + index[i] * row_bytes, row_bytes);
+      },
+      // Rows are copied whole, so the grain is in rows: about 256 KiB per thread.
+      row_bytes > 0 ? (index_t(1) << 18) / row_bytes + 1 : kParallelGrain);
+}
+
+#define FASTNN_INSTANTIATE(T)                                                                        \
+  template void linear_forward<T>(const T*, const T*, const T*, T*, index_t, index_t, index_t, Act); \
+  template void linear_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, index_t,  \
+                                   index_t, index_t, Act);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+
+}  // namespace fastnn

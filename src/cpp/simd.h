@@ -1,0 +1,114 @@
+// Tiny per-width SIMD shim shared by the ISA translation units (*_isa.cpp).
+//
+// Each ISA TU is compiled with its own flags; the vector width follows the
+// predefined macros: 512-bit with __AVX512F__, 256-bit with __AVX2__ (+FMA),
+// else 128-bit SSE2. Everything here is static inline or lives in the ISA
+// namespace, so no out-of-line copy compiled with AVX-512 can leak into the
+// generic path through the linker.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <utility>
+
+#ifndef FASTNN_ISA_NS
+#error "simd.h is only for ISA translation units (FASTNN_ISA_NS must be defined)"
+#endif
+
+#if defined(__AVX512F__)
+#define FASTNN_VBYTES 64
+#elif defined(__AVX2__) && defined(__FMA__)
+#define FASTNN_VBYTES 32
+#else
+#define FASTNN_VBYTES 16
+#endif
+
+namespace fastnn {
+namespace FASTNN_ISA_NS {
+namespace simd {
+
+typedef float vf __attribute__((vector_size(FASTNN_VBYTES)));
+typedef double vd __attribute__((vector_size(FASTNN_VBYTES)));
+// Unaligned, aliasing-safe views for loads/stores from arbitrary user memory.
+typedef float vf_u __attribute__((vector_size(FASTNN_VBYTES), aligned(4), may_alias));
+typedef double vd_u __attribute__((vector_size(FASTNN_VBYTES), aligned(8), may_alias));
+
+template <class T> struct VT;
+template <> struct VT<float> {
+  typedef vf V;
+  typedef vf_u U;
+  static constexpr int W = FASTNN_VBYTES / 4;
+};
+template <> struct VT<double> {
+  typedef vd V;
+  typedef vd_u U;
+  static constexpr int W = FASTNN_VBYTES / 8;
+};
+
+static inline vf load(const float* p) { return *reinterpret_cast<const vf*>(p); }  // aligned
+static inline vd load(const double* p) { return *reinterpret_cast<const vd*>(p); }
+static inline vf loadu(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
+static inline vd loadu(const double* p) { return *reinterpret_cast<const vd_u*>(p); }
+static inline void store(float* p, vf v) { *reinterpret_cast<vf*>(p) = v; }
+static inline void store(double* p, vd v) { *reinterpret_cast<vd*>(p) = v; }
+static inline void storeu(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
+static inline void storeu(double* p, vd v) { *reinterpret_cast<vd_u*>(p) = v; }
+
+#if FASTNN_VBYTES == 64
+static inline vf set1(float x) { return (vf)_mm512_set1_ps(x); }
+static inline vd set1(double x) { return (vd)_mm512_set1_pd(x); }
+static inline vf fma(vf a, vf b, vf c) { return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c); }
+static inline vd fma(vd a, vd b, vd c) { return (vd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c); }
+// relu that propagates NaN (max returns the second operand when one is NaN).
+static inline vf relu(vf x) { return (vf)_mm512_max_ps(_mm512_setzero_ps(), (__m512)x); }
+static inline vd relu(vd x) { return (vd)_mm512_max_pd(_mm512_setzero_pd(), (__m512d)x); }
+#elif FASTNN_VBYTES == 32
+static inline vf set1(float x) { return (vf)_mm256_set1_ps(x); }
+static inline vd set1(double x) { return (vd)_mm256_set1_pd(x); }
+static inline vf fma(vf a, vf b, vf c) { return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+static inline vd fma(vd a, vd b, vd c) { return (vd)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c); }
+static inline vf relu(vf x) { return (vf)_mm256_max_ps(_mm256_setzero_ps(), (__m256)x); }
+static inline vd relu(vd x) { return (vd)_mm256_max_pd(_mm256_setzero_pd(), (__m256d)x); }
+#else
+static inline vf set1(float x) { return (vf)_mm_set1_ps(x); }
+static inline vd set1(double x) { return (vd)_mm_set1_pd(x); }
+static inline vf fma(vf a, vf b, vf c) { return a * b + c; }  // no FMA in baseline x86-64
+static inline vd fma(vd a, vd b, vd c) { return a * b + c; }
+static inline vf relu(vf x) { return (vf)_mm_max_ps(_mm_setzero_ps(), (__m128)x); }
+static inline vd relu(vd x) { return (vd)_mm_max_pd(_mm_setzero_pd(), (__m128d)x); }
+#endif
+
+// Interleave the low (high) halves of a and b: {a0,b0,a1,b1,...}.
+template <class V, std::size_t... I>
+static inline V zip_lo_(V a, V b, std::index_sequence<I...>) {
+  constexpr std::size_t W = sizeof...(I);
+  return __builtin_shufflevector(a, b, ((I % 2) ? W + I / 2 : I / 2)...);
+}
+template <class V, std::size_t... I>
+static inline V zip_hi_(V a, V b, std::index_sequence<I...>) {
+  constexpr std::size_t W = sizeof...(I);
+  return __builtin_shufflevector(a, b, ((I % 2) ? W + W / 2 + I / 2 : W / 2 + I / 2)...);
+}
+
+// In-register transpose of a W x W block held in r[0..W) (W = lanes of V):
+// log2(W) rounds of perfect-shuffle interleaves.
+template <class T>
+static inline void transpose(typename VT<T>::V* r) {
+  typedef typename VT<T>::V V;
+  constexpr int W = VT<T>::W;
+  for (int s = 1; s < W; s *= 2) {
+    V t[W];
+#pragma GCC unroll 16
+    for (int i = 0; i < W / 2; ++i) {
+      t[2 * i] = zip_lo_(r[i], r[i + W / 2], std::make_index_sequence<W>{});
+      t[2 * i + 1] = zip_hi_(r[i], r[i + W / 2], std::make_index_sequence<W>{});
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < W; ++i) r[i] = t[i];
+  }
+}
+
+}  // namespace simd
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn

@@ -1,0 +1,131 @@
+// Softmax, log-softmax and fused softmax-cross-entropy, one pass per row.
+// Compiled once per instruction set (see FASTNN_ISA_SOURCES); the row loops
+// are written for the auto-vectorizer with vexp() from vector_math.h.
+#include <cmath>
+
+#include "dispatch.h"
+#include "vector_math.h"
+
+namespace fastnn {
+namespace FASTNN_ISA_NS {
+namespace {
+
+// Below this many elements, starting threads costs more than the work.
+constexpr index_t kParallelElements = 1 << 15;
+
+template <class T>
+inline T row_max(const T* x, index_t n) {
+  // A NaN is skipped here but still reaches every output through the exp-sum.
+  T m = x[0];
+#pragma omp simd reduction(max : m)
+  for (index_t j = 1; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// e[j] = exp(x[j] - shift); returns the sum of e.
+template <class T>
+inline T exp_shifted(const T* x, T shift, T* e, index_t n) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (index_t j = 0; j < n; ++j) {
+    const T v = vexp(x[j] - shift);
+    e[j] = v;
+    sum += v;
+  }
+  return sum;
+}
+
+template <class T>
+void softmax_rows(const SoftmaxArgs<T>& a) {
+  const index_t cols = a.cols;
+#pragma omp parallel for num_threads(num_threads()) schedule(static) \
+    if (a.rows * cols >= kParallelElements)
+  for (index_t i = 0; i < a.rows; ++i) {
+    const T* x = a.x + i * cols;
+    T* y = a.y + i * cols;
+    const T m = row_max(x, cols);
+    const T sum = exp_shifted(x, m, y, cols);
+    if (a.log) {
+      const T lse = m + std::log(sum);
+#pragma omp simd
+      for (index_t j = 0; j < cols; ++j) y[j] = x[j] - lse;
+    } else {
+      const T inv = T(1) / sum;
+#pragma omp simd
+      for (index_t j = 0; j < cols; ++j) y[j] *= inv;
+    }
+  }
+}
+
+// Loss of one row, with t' = (1 - s) * target + s / C the smoothed target:
+//   loss = sum_c t'_c * (lse - z_c),   dloss/dz_c = p_c * sum_c t'_c - t'_c.
+template <class T>
+double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
+  const index_t cols = a.cols;
+  const T s = T(a.label_smoothing);
+  const T uniform = s / T(cols);
+  const T keep = T(1) - s;
+  const T scale = T(a.grad_scale);
+  double total = 0;
+#pragma omp parallel for num_threads(num_threads()) schedule(static) \
+    reduction(+ : total) if (a.rows * cols >= kParallelElements)
+  for (index_t i = 0; i < a.rows; ++i) {
+    const T* z = a.logits + i * cols;
+    T* g = a.dlogits ? a.dlogits + i * cols : nullptr;
+    const T m = row_max(z, cols);
+    T sum = 0;
+    if (g) {
+      sum = exp_shifted(z, m, g, cols);
+    } else {
+#pragma omp simd reduction(+ : sum)
+      for (index_t j = 0; j < cols; ++j) sum += vexp(z[j] - m);
+    }
+    const T log_sum = std::log(sum);
+    const T lse = m + log_sum;
+    T loss;
+    if (a.labels) {
+      const std::int64_t label = a.labels[i];
+      T z_sum = 0;
+      if (s != T(0)) {
+#pragma omp simd reduction(+ : z_sum)
+        for (index_t j = 0; j < cols; ++j) z_sum += z[j];
+      }
+      loss = keep * (lse - z[label]) + (s != T(0) ? s * (lse - z_sum / T(cols)) : T(0));
+      if (g) {
+        const T p_scale = scale / sum;
+        const T u = scale * uniform;
+#pragma omp simd
+        for (index_t j = 0; j < cols; ++j) g[j] = g[j] * p_scale - u;
+        g[label] -= scale * keep;
+      }
+    } else {
+      const T* t = a.target + i * cols;
+      T t_sum = 0, tz_sum = 0;
+#pragma omp simd reduction(+ : t_sum, tz_sum)
+      for (index_t j = 0; j < cols; ++j) {
+        const T tj = keep * t[j] + uniform;
+        t_sum += tj;
+        tz_sum += tj * z[j];
+      }
+      loss = lse * t_sum - tz_sum;
+      if (g) {
+        const T p_scale = scale * t_sum / sum;
+#pragma omp simd
+        for (index_t j = 0; j < cols; ++j) g[j] = g[j] * p_scale - scale * (keep * t[j] + uniform);
+      }
+    }
+    if (a.row_loss) a.row_loss[i] = loss;
+    total += double(loss);
+  }
+  return total;
+}
+
+}  // namespace
+
+void softmax_f32(const SoftmaxArgs<float>& a) { softmax_rows(a); }
+void softmax_f64(const SoftmaxArgs<double>& a) { softmax_rows(a); }
+double cross_entropy_f32(const CrossEntropyArgs<float>& a) { return cross_entropy_rows(a); }
+double cross_entropy_f64(const CrossEntropyArgs<double>& a) { return cross_entropy_rows(a); }
+
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn

@@ -1,0 +1,61 @@
+// exp() written so that GCC vectorizes loops that call it: branch-free, no
+// library call. Included only by ISA translation units, so it is compiled at
+// each instruction set's vector width. Accuracy: a few ulp over the whole range.
+#pragma once
+#include <cstdint>
+
+namespace fastnn {
+namespace FASTNN_ISA_NS {
+
+// exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln2 / 2, exp(r) by its
+// Taylor polynomial (degree 7 for float, 12 for double: truncation < 1 ulp).
+static inline float vexp(float x) {
+  const float lo = -86.5f;  // keeps 2^n a normal number
+  const float xc = x < lo ? lo : (x > 88.0f ? 88.0f : x);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = xc * 1.44269504088896341f + magic;
+  const float n = t - magic;
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const std::int32_t bits = __builtin_bit_cast(std::int32_t, p) +
+                            ((__builtin_bit_cast(std::int32_t, t) - 0x4B400000) << 23);
+  const float e = __builtin_bit_cast(float, bits);
+  // x != x keeps NaN; below lo the true value is (denormal or) zero.
+  return x != x ? x : (x < lo ? 0.0f : (x > 88.0f ? x * 1e30f * 1e30f : e));
+}
+
+static inline double vexp(double x) {
+  const double lo = -707.0;
+  const double xc = x < lo ? lo : (x > 709.0 ? 709.0 : x);
+  const double magic = 6755399441055744.0;  // 1.5 * 2^52
+  const double t = xc * 1.4426950408889634 + magic;
+  const double n = t - magic;
+  const double r = (xc - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+  double p = 1.0 / 479001600;
+  p = p * r + 1.0 / 39916800;
+  p = p * r + 1.0 / 3628800;
+  p = p * r + 1.0 / 362880;
+  p = p * r + 1.0 / 40320;
+  p = p * r + 1.0 / 5040;
+  p = p * r + 1.0 / 720;
+  p = p * r + 1.0 / 120;
+  p = p * r + 1.0 / 24;
+  p = p * r + 1.0 / 6;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const std::int64_t bits = __builtin_bit_cast(std::int64_t, p) +
+                            ((__builtin_bit_cast(std::int64_t, t) - 0x4338000000000000LL) << 52);
+  const double e = __builtin_bit_cast(double, bits);
+  return x != x ? x : (x < lo ? 0.0 : (x > 709.0 ? x * 1e300 * 1e300 : e));
+}
+
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn
