@@ -1,0 +1,381 @@
+"""Training loops: Trainer (Keras-like fit / evaluate / predict) and the
+scikit-learn style MLPClassifier built on it.
+
+The per-step loop does no Python-side allocation on the data path: the batch
+is gathered into reused buffers by the backend's parallel gather_rows, layers
+reuse their buffers, and the optimizer runs one fused update per parameter.
+"""
+import sys
+import time
+
+import numpy as np
+
+from . import backends
+from . import functional as F
+from . import nn
+from . import optim as optim_module
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def _labels_or_targets(y, n):
+    y = np.asarray(y)
+    if y.shape[0] != n:
+        raise ValueError(f"x and y have different numbers of samples: {n} and {y.shape[0]}")
+    if y.dtype.kind in "iu":
+        return np.ascontiguousarray(y, dtype=np.int64)
+    return F.as_float_array(y, "y")
+
+
+class Trainer:
+    """Mini-batch training of `model` on (x, y).
+
+    Each epoch draws batches without replacement from a seeded shuffle. The
+    scheduler, if any, steps after every batch for OneCycleLR, with the
+    validation (or training) loss for ReduceLROnPlateau, else once per epoch;
+    scheduler_interval='batch' | 'epoch' overrides that.
+    """
+
+    def __init__(self, model, loss, optimizer, scheduler=None, batch_size=128, epochs=10, seed=0,
+                 verbose=True, progress=None, scheduler_interval="auto", eval_batch_size=4096):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if int(epochs) < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        if scheduler_interval not in ("auto", "batch", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'auto', 'batch' or 'epoch', got {scheduler_interval!r}")
+        self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
+        self.batch_size, self.epochs, self.seed = int(batch_size), int(epochs), seed
+        self.verbose = verbose
+        # A bar on a terminal, one plain line per epoch otherwise.
+        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        self.eval_batch_size = int(eval_batch_size)
+        self.scheduler_interval = scheduler_interval
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self.history = {k: [] for k in HISTORY_KEYS}
+        self._resume_step = None  # (rng state at epoch start, step, running sums) when resuming mid-epoch
+
+    # ------------------------------------------------------------ scheduling
+    def _per_batch_scheduler(self):
+        if self.scheduler is None:
+            return False
+        if self.scheduler_interval != "auto":
+            return self.scheduler_interval == "batch"
+        return isinstance(self.scheduler, optim_module.lr_scheduler.OneCycleLR)
+
+    def _epoch_end_scheduler_step(self, train_loss, val_loss):
+        if self.scheduler is None or self._per_batch_scheduler():
+            return
+        if isinstance(self.scheduler, optim_module.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss if val_loss is not None else train_loss)
+        else:
+            self.scheduler.step()
+
+    # ------------------------------------------------------------ metrics
+    @staticmethod
+    def _correct(pred, y):
+        """Number of correct predictions, or None where accuracy has no meaning."""
+        if y.dtype != np.int64:
+            return None
+        if pred.ndim == 2 and pred.shape[1] > 1:
+            return int(np.count_nonzero(pred.argmax(axis=1) == y))
+        return None
+
+    def evaluate(self, x, y):
+        """(mean loss, accuracy or None) over (x, y), in eval mode, without touching gradients."""
+        x = F.as_float_array(x, "x", self._dtype())
+        y = _labels_or_targets(y, x.shape[0])
+        was_training = self.model.training
+        self.model.eval()
+        total_loss, correct, n = 0.0, 0, x.shape[0]
+        try:
+            for start in range(0, n, self.eval_batch_size):
+                xb, yb = x[start:start + self.eval_batch_size], y[start:start + self.eval_batch_size]
+                pred = self.model(xb)
+                total_loss += self.loss.forward(pred, yb) * (xb.shape[0] if self.loss.reduction == "mean" else 1)
+                c = self._correct(pred, yb)
+                correct = None if c is None else (correct + c if correct is not None else None)
+        finally:
+            self.model.train(was_training)
+        mean_loss = total_loss / n if self.loss.reduction == "mean" else total_loss
+        return mean_loss, (None if correct is None else correct / n)
+
+    def predict(self, x):
+        """Model outputs for x, computed in eval mode in large batches."""
+        x = F.as_float_array(x, "x", self._dtype())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return np.concatenate([self.model(x[s:s + self.eval_batch_size])
+                                   for s in range(0, x.shape[0], self.eval_batch_size)])
+        finally:
+            self.model.train(was_training)
+
+    def _dtype(self):
+        params = self.model.parameters()
+        return params[0].data.dtype if params else np.float32
+
+    # ------------------------------------------------------------ training
+    def fit(self, x, y, validation_data=None):
+        """Train until self.epochs epochs are done; returns the history dict
+        (lists per epoch: loss, accuracy, val_loss, val_accuracy, seconds)."""
+        x = F.as_float_array(x, "x", self._dtype())
+        if x.ndim != 2:
+            raise ValueError(f"x must be 2-D (samples, features), got shape {x.shape}")
+        y = _labels_or_targets(y, x.shape[0])
+        if x.shape[0] == 0:
+            raise ValueError("x is empty: there is nothing to train on")
+        if validation_data is not None:
+            x_val, y_val = validation_data
+            x_val = F.as_float_array(x_val, "x_val", x.dtype)
+            y_val = _labels_or_targets(y_val, x_val.shape[0])
+        self.model.train()
+        while self.epoch < self.epochs:
+            started = time.perf_counter()
+            train_loss, train_acc = self._run_epoch(x, y)
+            val_loss = val_acc = None
+            if validation_data is not None:
+                val_loss, val_acc = self.evaluate(x_val, y_val)
+            self._epoch_end_scheduler_step(train_loss, val_loss)
+            self.epoch += 1
+            for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, val_loss, val_acc,
+                                                 time.perf_counter() - started)):
+                self.history[key].append(value)
+            if self.verbose:
+                print(self.epoch_line(), flush=True)
+        return self.history
+
+    def epoch_line(self):
+        """One plain line describing the last finished epoch."""
+        h = self.history
+        parts = [f"epoch {self.epoch}/{self.epochs}", f"loss {h['loss'][-1]:.4f}"]
+        if h["accuracy"][-1] is not None:
+            parts.append(f"acc {h['accuracy'][-1]:.4f}")
+        if h["val_loss"][-1] is not None:
+            parts.append(f"val_loss {h['val_loss'][-1]:.4f}")
+        if h["val_accuracy"][-1] is not None:
+            parts.append(f"val_acc {h['val_accuracy'][-1]:.4f}")
+        parts.append(f"{h['seconds'][-1]:.2f}s")
+        return "  ".join(parts)
+
+    def _run_epoch(self, x, y):
+        n, bs = x.shape[0], self.batch_size
+        kernels = backends.active()
+        if self._resume_step is not None:
+            rng_state, first_step, loss_sum, correct, seen = self._resume_step
+            self.rng.bit_generator.state = rng_state
+            self._resume_step = None
+        else:
+            first_step, loss_sum, correct, seen = 0, 0.0, 0, 0
+        self._epoch_rng_state = self.rng.bit_generator.state
+        order = self.rng.permutation(n)
+        steps = (n + bs - 1) // bs
+        x_batch = np.empty((bs,) + x.shape[1:], x.dtype)
+        y_batch = np.empty((bs,) + y.shape[1:], y.dtype)
+        per_batch_scheduler = self._per_batch_scheduler()
+        bar = self._progress_bar(steps, first_step)
+        try:
+            for step in range(first_step, steps):
+                self._step_state = (step, loss_sum, correct, seen)
+                idx = order[step * bs:(step + 1) * bs]
+                m = idx.shape[0]
+                xb = kernels.gather_rows(x, idx, out=x_batch[:m])
+                yb = np.take(y, idx, axis=0, out=y_batch[:m])
+                pred = self.model.forward(xb)
+                batch_loss = self.loss.forward(pred, yb)
+                self.model.backward(self.loss.backward(), need_input_grad=False)
+                self.optimizer.step()
+                if per_batch_scheduler:
+                    self.scheduler.step()
+                loss_sum += batch_loss * m if self.loss.reduction == "mean" else batch_loss
+                c = self._correct(pred, yb)
+                correct = None if c is None or correct is None else correct + c
+                seen += m
+                if bar is not None:
+                    bar.update(1)
+                    if step % 20 == 0:
+                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        self._step_state = None
+        return loss_sum / seen, (None if correct is None else correct / seen)
+
+    def _progress_bar(self, steps, initial):
+        if not (self.verbose and self.progress):
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=steps, initial=initial, desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                    leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    # ------------------------------------------------------------ resuming
+    def state_dict(self):
+        """Everything besides model and optimizer needed to continue exactly:
+        epoch, shuffle RNG, history, scheduler, dropout RNGs, and the position
+        inside an interrupted epoch."""
+        state = {"epoch": self.epoch, "rng": self.rng.bit_generator.state,
+                 "history": {k: list(v) for k, v in self.history.items()},
+                 "dropout_rngs": [layer.rng.bit_generator.state for layer in _dropouts(self.model)],
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "in_epoch": None}
+        step_state = getattr(self, "_step_state", None)
+        if step_state is not None:
+            step, loss_sum, correct, seen = step_state
+            state["in_epoch"] = {"rng": self._epoch_rng_state, "step": step, "loss_sum": loss_sum,
+                                 "correct": correct, "seen": seen}
+        return state
+
+    def load_state_dict(self, state):
+        self.epoch = int(state["epoch"])
+        self.rng.bit_generator.state = state["rng"]
+        self.history = {k: list(state["history"][k]) for k in HISTORY_KEYS}
+        for layer, rng_state in zip(_dropouts(self.model), state["dropout_rngs"]):
+            layer.rng.bit_generator.state = rng_state
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        in_epoch = state.get("in_epoch")
+        if in_epoch is not None:
+            self._resume_step = (in_epoch["rng"], int(in_epoch["step"]), float(in_epoch["loss_sum"]),
+                                 in_epoch["correct"], int(in_epoch["seen"]))
+
+
+def _dropouts(model):
+    return [layer for layer in getattr(model, "layers", []) if isinstance(layer, nn.Dropout)]
+
+
+class MLPClassifier:
+    """scikit-learn style classifier: an MLP trained with Adam on cross-entropy.
+
+    fit / partial_fit / predict / predict_proba / score, with loss_curve_,
+    classes_, n_iter_ and optional early stopping on a held-out fraction.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, batch_size=128, learning_rate_init=1e-3,
+                 max_iter=20, alpha=0.0, early_stopping=False, validation_fraction=0.1, n_iter_no_change=5,
+                 tol=1e-4, random_state=None, verbose=False):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.alpha = alpha
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def get_params(self, deep=True):
+        return {k: getattr(self, k) for k in ("hidden_layer_sizes", "activation", "batch_size", "learning_rate_init",
+                                              "max_iter", "alpha", "early_stopping", "validation_fraction",
+                                              "n_iter_no_change", "tol", "random_state", "verbose")}
+
+    def set_params(self, **params):
+        for key, value in params.items():
+            if key not in self.get_params():
+                raise ValueError(f"invalid parameter {key!r} for MLPClassifier")
+            setattr(self, key, value)
+        return self
+
+    def _encode(self, y):
+        y = np.asarray(y)
+        positions = np.searchsorted(self.classes_, y)
+        positions = np.clip(positions, 0, len(self.classes_) - 1)
+        if not np.array_equal(self.classes_[positions], y):
+            unknown = np.setdiff1d(np.unique(y), self.classes_)
+            raise ValueError(f"y contains labels not seen in the first fit: {unknown[:5].tolist()}")
+        return positions.astype(np.int64)
+
+    def _initialize(self, n_features, classes):
+        self.classes_ = classes
+        self.n_features_in_ = n_features
+        sizes = [n_features, *self.hidden_layer_sizes, len(classes)]
+        self.model_ = nn.MLP(sizes, self.activation, seed=self.random_state)
+        self.optimizer_ = optim_module.Adam(self.model_.parameters(), lr=self.learning_rate_init,
+                                            weight_decay=self.alpha)
+        self.trainer_ = Trainer(self.model_, nn.CrossEntropyLoss(), self.optimizer_, batch_size=self.batch_size,
+                                epochs=0, seed=self.random_state, verbose=self.verbose, progress=False)
+        self.loss_curve_ = []
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.best_loss_ = np.inf
+        self.n_iter_ = 0
+
+    def _one_epoch(self, x, y):
+        self.trainer_.epochs += 1
+        history = self.trainer_.fit(x, y)
+        self.n_iter_ += 1
+        self.loss_curve_.append(history["loss"][-1])
+        return history["loss"][-1]
+
+    def fit(self, X, y):
+        """Train a fresh network for up to max_iter epochs."""
+        X = F.as_float_array(X, "X", np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}")
+        y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+        self._initialize(X.shape[1], np.unique(y))
+        labels = self._encode(y)
+        if self.early_stopping:
+            rng = np.random.default_rng(self.random_state)
+            order = rng.permutation(X.shape[0])
+            n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
+            val, train = order[:n_val], order[n_val:]
+            X, labels, X_val, y_val = X[train], labels[train], X[val], labels[val]
+        best, stale = -np.inf if self.early_stopping else np.inf, 0
+        best_state = None
+        for _ in range(self.max_iter):
+            loss = self._one_epoch(X, labels)
+            if self.early_stopping:
+                score = float(np.mean(self._predict_index(X_val) == y_val))
+                self.validation_scores_.append(score)
+                improved = score > best + self.tol
+                if score > best:
+                    best, best_state = score, self.model_.state_dict()
+            else:
+                improved = loss < best - self.tol
+                best = min(best, loss)
+            stale = 0 if improved else stale + 1
+            if stale >= self.n_iter_no_change:
+                break
+        if self.early_stopping and best_state is not None:
+            self.model_.load_state_dict(best_state)
+            self.best_validation_score_ = best
+        self.best_loss_ = min(self.loss_curve_)
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y); the first call needs `classes` (as in scikit-learn)."""
+        X = F.as_float_array(X, "X", np.float32)
+        if not hasattr(self, "model_"):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+            self._initialize(X.shape[1], np.unique(np.asarray(classes)))
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but the model was fit with {self.n_features_in_}")
+        self._one_epoch(X, self._encode(y))
+        return self
+
+    def _check_fitted(self, X):
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this MLPClassifier is not fitted yet: call fit or partial_fit first")
+        X = F.as_float_array(X, "X", np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have shape (n, {self.n_features_in_}), got {X.shape}")
+        return X
+
+    def _predict_index(self, X):
+        return self.trainer_.predict(X).argmax(axis=1)
+
+    def predict_proba(self, X):
+        return F.softmax(self.trainer_.predict(self._check_fitted(X)))
+
+    def predict(self, X):
+        return self.classes_[self._predict_index(self._check_fitted(X))]
+
+    def score(self, X, y):
+        """Mean accuracy on (X, y)."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
