@@ -8,7 +8,7 @@ import time
 # The default recipe: tuned for the least training time to >= 98% MNIST test accuracy.
 DEFAULTS = {
     "dataset": "mnist", "hidden": "256,128", "activation": "relu", "epochs": 4, "batch_size": 128,
-    "optimizer": "adam", "lr": 3e-3, "schedule": "onecycle", "dropout": 0.0, "seed": 0,
+    "optimizer": "adam", "lr": 3e-3, "schedule": "onecycle", "dropout": 0.0, "seed": 0, "limit": None,
 }
 
 
@@ -82,6 +82,9 @@ def _resolve_args(args):
     for key, default in DEFAULTS.items():
         value = getattr(args, key)
         settings[key] = value if value is not None else saved.get(key, default)
+    if checkpoint is not None and settings["schedule"] == "onecycle" and settings["epochs"] != saved.get("epochs"):
+        raise SystemExit(f"fastnn train: cannot resume a one-cycle schedule planned for {saved.get('epochs')} epochs "
+                         f"with --epochs {settings['epochs']}: the cycle's length is fixed when it starts")
     return settings, checkpoint
 
 
@@ -126,8 +129,8 @@ def cmd_train(args):
     load = datasets.load_mnist if settings["dataset"] == "mnist" else datasets.load_fashion_mnist
     t0 = time.perf_counter()
     (x_train, t_train), (x_test, t_test) = load(normalize=True, flatten=True)
-    if args.limit:
-        x_train, t_train = x_train[:args.limit], t_train[:args.limit]
+    if settings["limit"]:
+        x_train, t_train = x_train[:settings["limit"]], t_train[:settings["limit"]]
     print(f"{settings['dataset']}: {x_train.shape[0]} train / {x_test.shape[0]} test samples "
           f"(loaded in {time.perf_counter() - t0:.2f}s); {fastnn.info()}", flush=True)
 

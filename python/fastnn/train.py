@@ -5,7 +5,10 @@ The per-step loop does no Python-side allocation on the data path: the batch
 is gathered into reused buffers by the backend's parallel gather_rows, layers
 reuse their buffers, and the optimizer runs one fused update per parameter.
 """
+import contextlib
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -54,6 +57,8 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.epoch = 0
         self.history = {k: [] for k in HISTORY_KEYS}
+        self._interrupted = False
+        self._step_state = None
         self._resume_step = None  # (rng state at epoch start, step, running sums) when resuming mid-epoch
 
     # ------------------------------------------------------------ scheduling
@@ -131,12 +136,35 @@ class Trainer:
             x_val = F.as_float_array(x_val, "x_val", x.dtype)
             y_val = _labels_or_targets(y_val, x_val.shape[0])
         self.model.train()
+        with self._interrupts_at_step_boundaries():
+            self._fit_epochs(x, y, validation_data and (x_val, y_val))
+        return self.history
+
+    @contextlib.contextmanager
+    def _interrupts_at_step_boundaries(self):
+        """Ctrl-C raises KeyboardInterrupt between two steps, never inside one,
+        so that state_dict() then describes a consistent point to resume from."""
+        self._interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self._interrupted = True
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _fit_epochs(self, x, y, validation_data):
         while self.epoch < self.epochs:
             started = time.perf_counter()
             train_loss, train_acc = self._run_epoch(x, y)
             val_loss = val_acc = None
             if validation_data is not None:
-                val_loss, val_acc = self.evaluate(x_val, y_val)
+                val_loss, val_acc = self.evaluate(*validation_data)
             self._epoch_end_scheduler_step(train_loss, val_loss)
             self.epoch += 1
             for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, val_loss, val_acc,
@@ -144,7 +172,6 @@ class Trainer:
                 self.history[key].append(value)
             if self.verbose:
                 print(self.epoch_line(), flush=True)
-        return self.history
 
     def epoch_line(self):
         """One plain line describing the last finished epoch."""
@@ -178,6 +205,8 @@ class Trainer:
         try:
             for step in range(first_step, steps):
                 self._step_state = (step, loss_sum, correct, seen)
+                if self._interrupted:
+                    raise KeyboardInterrupt
                 idx = order[step * bs:(step + 1) * bs]
                 m = idx.shape[0]
                 xb = kernels.gather_rows(x, idx, out=x_batch[:m])
@@ -219,9 +248,8 @@ class Trainer:
                  "dropout_rngs": [layer.rng.bit_generator.state for layer in _dropouts(self.model)],
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "in_epoch": None}
-        step_state = getattr(self, "_step_state", None)
-        if step_state is not None:
-            step, loss_sum, correct, seen = step_state
+        if self._step_state is not None:
+            step, loss_sum, correct, seen = self._step_state
             state["in_epoch"] = {"rng": self._epoch_rng_state, "step": step, "loss_sum": loss_sum,
                                  "correct": correct, "seen": seen}
         return state
@@ -374,7 +402,8 @@ class MLPClassifier:
         return F.softmax(self.trainer_.predict(self._check_fitted(X)))
 
     def predict(self, X):
-        return self.classes_[self._predict_index(self._check_fitted(X))]
+        index = self._predict_index(self._check_fitted(X))
+        return self.classes_[index]
 
     def score(self, X, y):
         """Mean accuracy on (X, y)."""
