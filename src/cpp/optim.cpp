@@ -97,8 +97,10 @@ void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, do
   const T coupled_wd = decoupled_weight_decay ? T(0) : T(weight_decay);
   const T sign = maximize ? T(-1) : T(1);
   for_each_element(n, [&](index_t i) {
-    T p = param[i] * decay;
-    const T g = sign * grad[i] + coupled_wd * p;
+    const T p = decay != T(1) ? param[i] * decay : param[i];
+    T g = sign * grad[i];
+    // Skipped, not multiplied by zero, so that an inf parameter does not turn the moments into NaN.
+    if (coupled_wd != T(0)) g += coupled_wd * p;
     const T m = b1 * exp_avg[i] + one_minus_b1 * g;
     const T v = b2 * exp_avg_sq[i] + one_minus_b2 * g * g;
     exp_avg[i] = m;
