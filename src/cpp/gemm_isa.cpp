@@ -49,22 +49,80 @@ constexpr int KU = 8;  // k-chunk of the packed panels (K is padded to it)
 template <class T> struct Cfg;
 #if FASTNN_VBYTES == 64
 // 32 zmm registers: 14x2 accumulators + 2 B vectors + 1 broadcast.
-template <> struct Cfg<float> { static constexpr int MR = 14, NV = 2, KC = 256, NC = 512; };
-template <> struct Cfg<double> { static constexpr int MR = 14, NV = 2, KC = 256, NC = 256; };
+template <> struct Cfg<float> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 224, NC = 512; };
+template <> struct Cfg<double> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 112, NC = 256; };
 #elif FASTNN_VBYTES == 32
 // 16 ymm registers: 6x2 accumulators + 2 B vectors + 1 broadcast.
-template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 512; };
-template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 256; };
+template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 192, NC = 512; };
+template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 96, NC = 256; };
 #else
 // 16 xmm registers, no FMA (mul + add needs a temporary).
-template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 512; };
-template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, NC = 256; };
+template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 192, NC = 512; };
+template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 96, NC = 256; };
+#endif
+
+// Unrolling of the microkernel's k-chunk loop. With only 16 xmm registers and
+// no FMA, GCC's scheduling of the unrolled loop spills the accumulators, so
+// the SSE2 kernel keeps the chunk loop rolled (measured 2x faster).
+#if FASTNN_VBYTES == 16
+#define FASTNN_UNROLL_KU _Pragma("GCC unroll 1")
+#else
+#define FASTNN_UNROLL_KU _Pragma("GCC unroll 8")
 #endif
 
 static inline index_t imin(index_t a, index_t b) { return a < b ? a : b; }
-static inline index_t imax(index_t a, index_t b) { return a > b ? a : b; }
 static inline index_t cdiv(index_t a, index_t b) { return (a + b - 1) / b; }
 static inline index_t rup(index_t a, index_t b) { return cdiv(a, b) * b; }
+
+// Prefetch n elements starting at p (one prefetch per cache line), for reading.
+template <class T>
+static inline void prefetch_row(const T* p, index_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const index_t bytes = n * static_cast<index_t>(sizeof(T));
+  for (index_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 3);
+  __builtin_prefetch(c + bytes - 1, 0, 3);
+}
+constexpr int PD = 2;  // rows of prefetch distance while packing
+
+// A strided 2-D region of an operand (rows of len elements, ld apart) that the
+// next packing step will read; prefetched into L2 a slice at a time while the
+// current blocks are being multiplied, so packing does not wait on L3/DRAM.
+template <class T>
+struct Region {
+  const T* p = nullptr;
+  index_t rows = 0, len = 0, ld = 0;
+  // Prefetch slice i of n (rows [i*rows/n, (i+1)*rows/n)).
+  void prefetch_slice(index_t i, index_t n) const {
+    if (p == nullptr || n <= 0) return;
+    const index_t r0 = i * rows / n, r1 = (i + 1) * rows / n;
+    const index_t bytes = len * static_cast<index_t>(sizeof(T));
+    for (index_t r = r0; r < r1; ++r) {
+      const char* c = reinterpret_cast<const char*>(p + r * ld);
+      for (index_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
+      __builtin_prefetch(c + bytes - 1, 0, 2);
+    }
+  }
+};
+
+// Memory read by pack_a(g, i0, mc, p0, kc) / pack_b(g, j0, nc, p0, kc).
+template <class T>
+static Region<T> a_region(const GemmArgs<T>& g, index_t i0, index_t mc, index_t p0, index_t kc) {
+  Region<T> r;
+  if (mc <= 0 || kc <= 0) return r;
+  r.ld = g.lda;
+  if (!g.trans_a) { r.p = g.A + i0 * g.lda + p0; r.rows = mc; r.len = kc; }
+  else { r.p = g.A + p0 * g.lda + i0; r.rows = kc; r.len = mc; }
+  return r;
+}
+template <class T>
+static Region<T> b_region(const GemmArgs<T>& g, index_t j0, index_t nc, index_t p0, index_t kc) {
+  Region<T> r;
+  if (nc <= 0 || kc <= 0) return r;
+  r.ld = g.ldb;
+  if (!g.trans_b) { r.p = g.B + p0 * g.ldb + j0; r.rows = kc; r.len = nc; }
+  else { r.p = g.B + j0 * g.ldb + p0; r.rows = nc; r.len = kc; }
+  return r;
+}
 
 // ------------------------------------------------------ scratch buffers ----
 struct ScratchBuf {
@@ -150,7 +208,7 @@ static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T*
     for (int j = 0; j < NV; ++j) acc[r][j] = V{};
 
   for (index_t q = 0; q < nq; ++q) {
-#pragma GCC unroll 8
+    FASTNN_UNROLL_KU
     for (int u = 0; u < KU; ++u) {
       V b[NV];
 #pragma GCC unroll 8
@@ -231,79 +289,101 @@ static void pack_b(const GemmArgs<T>& g, index_t j0, index_t nc, index_t p0, ind
   typedef typename VT<T>::V V;
   constexpr int W = VT<T>::W;
   constexpr int NR = Cfg<T>::NV * W;
-  for (index_t jr = 0; jr < nc; jr += NR) {
-    const int nr = static_cast<int>(imin(NR, nc - jr));
-    const int NRp = static_cast<int>(rup(nr, W));
-    T* d = dst + jr * kcp;
-    if (!g.trans_b) {
-      const T* s = g.B + p0 * g.ldb + j0 + jr;
-      if (nr == NR) {
-        for (index_t k = 0; k < kc; ++k) {
+  const index_t nfull = nc / NR * NR;  // columns in full panels
+  if (!g.trans_b) {
+    // Row by row (sequential reads of B), scattering into the panels.
+    const T* s = g.B + p0 * g.ldb + j0;
+    for (index_t k = 0; k < kc; ++k) {
+      const T* sk = s + k * g.ldb;
+      if (k + PD < kc) prefetch_row(sk + PD * g.ldb, nfull);
+      T* dk = dst + k * NR;
+      for (index_t jr = 0; jr < nfull; jr += NR) {
 #pragma GCC unroll 8
-          for (int j = 0; j < NR; j += W) simd::store(d + k * NR + j, simd::loadu(s + k * g.ldb + j));
-        }
-      } else {
-        for (index_t k = 0; k < kc; ++k) {
-          int j = 0;
-          for (; j < nr; ++j) d[k * NRp + j] = s[k * g.ldb + j];
-          for (; j < NRp; ++j) d[k * NRp + j] = T(0);
-        }
-      }
-    } else {
-      // B stored (N,K): column j of op(B) is row j of B, contiguous in k.
-      const T* s = g.B + (j0 + jr) * g.ldb + p0;
-      for (int jv = 0; jv < NRp; jv += W) {
-        if (jv + W <= nr) {
-          index_t k = 0;
-          for (; k + W <= kc; k += W) {
-            V r[W];
-#pragma GCC unroll 16
-            for (int t = 0; t < W; ++t) r[t] = simd::loadu(s + (jv + t) * g.ldb + k);
-            simd::transpose<T>(r);
-#pragma GCC unroll 16
-            for (int t = 0; t < W; ++t) simd::store(d + (k + t) * NRp + jv, r[t]);
-          }
-          for (; k < kc; ++k)
-            for (int t = 0; t < W; ++t) d[k * NRp + jv + t] = s[(jv + t) * g.ldb + k];
-        } else {
-          for (index_t k = 0; k < kc; ++k)
-            for (int t = 0; t < W; ++t)
-              d[k * NRp + jv + t] = (jv + t < nr) ? s[(jv + t) * g.ldb + k] : T(0);
-        }
+        for (int j = 0; j < NR; j += W) simd::store(dk + jr * kcp + j, simd::loadu(sk + jr + j));
       }
     }
+  } else {
+    // B stored (N,K): column j of op(B) is row j of B, contiguous in k.
+    // W x W blocks are transposed in registers.
+    for (index_t jr = 0; jr < nfull; jr += NR) {
+      const T* s = g.B + (j0 + jr) * g.ldb + p0;
+      T* d = dst + jr * kcp;
+      for (int jv = 0; jv < NR; jv += W) {
+        index_t k = 0;
+        for (; k + W <= kc; k += W) {
+          if (k % 64 == 0 && k + 64 < kc)  // next 64 k of these W rows
+            for (int t = 0; t < W; ++t) prefetch_row(s + (jv + t) * g.ldb + k + 64, imin(64, kc - k - 64));
+          V r[W];
+#pragma GCC unroll 16
+          for (int t = 0; t < W; ++t) r[t] = simd::loadu(s + (jv + t) * g.ldb + k);
+          simd::transpose<T>(r);
+#pragma GCC unroll 16
+          for (int t = 0; t < W; ++t) simd::store(d + (k + t) * NR + jv, r[t]);
+        }
+        for (; k < kc; ++k)
+          for (int t = 0; t < W; ++t) d[k * NR + jv + t] = s[(jv + t) * g.ldb + k];
+      }
+    }
+  }
+  // K padding of the full panels.
+  for (index_t jr = 0; jr < nfull; jr += NR)
     for (index_t k = kc; k < kcp; ++k)
-      for (int j = 0; j < NRp; ++j) d[k * NRp + j] = T(0);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; j += W) simd::store(dst + jr * kcp + k * NR + j, V{});
+  // Last, narrower panel (scalar; zero padded to whole vectors).
+  if (nfull < nc) {
+    const int nr = static_cast<int>(nc - nfull);
+    const int NRp = static_cast<int>(rup(nr, W));
+    T* d = dst + nfull * kcp;
+    for (index_t k = 0; k < kcp; ++k) {
+      for (int j = 0; j < NRp; ++j) {
+        T v = T(0);
+        if (k < kc && j < nr)
+          v = g.trans_b ? g.B[(j0 + nfull + j) * g.ldb + p0 + k] : g.B[(p0 + k) * g.ldb + j0 + nfull + j];
+        d[k * NRp + j] = v;
+      }
+    }
   }
 }
 
-// A micro-panel: rows [i0, i0+mr), k [p0, p0+kc), padded to kcp.
-// !trans_a: [q][r][u] (KU contiguous k per row); trans_a: [k][r].
+// A block: rows [i0, i0+mc), k [p0, p0+kc) -> MR-row micro-panels (the last
+// may be shorter: height mr, packed with stride mr), each padded to kcp.
+// !trans_a: panel layout [q][r][u] (KU contiguous k per row); trans_a: [k][r].
+// Either way the source is read sequentially.
 template <class T>
-static void pack_a(const GemmArgs<T>& g, index_t i0, int mr, index_t p0, index_t kc, index_t kcp,
+static void pack_a(const GemmArgs<T>& g, index_t i0, index_t mc, index_t p0, index_t kc, index_t kcp,
                    T* __restrict dst) {
   constexpr int MR = Cfg<T>::MR;
   if (!g.trans_a) {
-    const T* s = g.A + i0 * g.lda + p0;
     const index_t kfull = kc / KU * KU;
-    for (index_t k = 0; k < kfull; k += KU) {
-      T* d = dst + k * mr;
-      for (int r = 0; r < mr; ++r) std::memcpy(d + r * KU, s + r * g.lda + k, KU * sizeof(T));
-    }
-    if (kfull < kcp) {
-      T* d = dst + kfull * mr;
-      for (int r = 0; r < mr; ++r)
-        for (int u = 0; u < KU; ++u) d[r * KU + u] = (kfull + u < kc) ? s[r * g.lda + kfull + u] : T(0);
+    for (index_t ir = 0; ir < mc; ir += MR) {
+      const int mr = static_cast<int>(imin(MR, mc - ir));
+      T* dp = dst + ir * kcp;
+      for (int r = 0; r < mr; ++r) {
+        const T* s = g.A + (i0 + ir + r) * g.lda + p0;
+        if (ir + r + PD < mc) prefetch_row(s + PD * g.lda, kc);
+        T* d = dp + r * KU;
+        for (index_t k = 0; k < kfull; k += KU) std::memcpy(d + k * mr, s + k, KU * sizeof(T));
+        if (kfull < kcp)
+          for (int u = 0; u < KU; ++u) d[kfull * mr + u] = (kfull + u < kc) ? s[kfull + u] : T(0);
+      }
     }
   } else {
+    const index_t mfull = mc / MR * MR;
     const T* s = g.A + p0 * g.lda + i0;
-    if (mr == MR) {
-      for (index_t k = 0; k < kc; ++k) std::memcpy(dst + k * MR, s + k * g.lda, MR * sizeof(T));
-    } else {
-      for (index_t k = 0; k < kc; ++k)
-        for (int r = 0; r < mr; ++r) dst[k * mr + r] = s[k * g.lda + r];
+    for (index_t k = 0; k < kc; ++k) {
+      const T* sk = s + k * g.lda;
+      if (k + PD < kc) prefetch_row(sk + PD * g.lda, mc);
+      for (index_t ir = 0; ir < mfull; ir += MR) std::memcpy(dst + ir * kcp + k * MR, sk + ir, MR * sizeof(T));
     }
-    for (index_t k = kc * mr; k < kcp * mr; ++k) dst[k] = T(0);
+    for (index_t ir = 0; ir < mfull; ir += MR)
+      for (index_t k = kc * MR; k < kcp * MR; ++k) dst[ir * kcp + k] = T(0);
+    if (mfull < mc) {
+      const int mr = static_cast<int>(mc - mfull);
+      T* d = dst + mfull * kcp;
+      for (index_t k = 0; k < kcp; ++k)
+        for (int r = 0; r < mr; ++r) d[k * mr + r] = k < kc ? s[k * g.lda + mfull + r] : T(0);
+    }
   }
 }
 
@@ -335,6 +415,8 @@ static index_t k_block(index_t K) {
 }
 
 // One thread's block of C: rows [m0,m1), columns [n0,n1), all of K.
+// Loops: jc (NC) > pc (KC; pack B block, L2) > ic (MC; pack A block, L2)
+//        > ir (A micro-panel stays in L1) > jr (B micro-panels stream from L2).
 template <class T>
 static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0, index_t n1) {
   if (m0 >= m1 || n0 >= n1) return;
@@ -344,37 +426,59 @@ static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0,
   const index_t K = g.K;
   const index_t kcb = k_block<T>(K);
   const index_t ncmax = imin(rup(n1 - n0, NR), static_cast<index_t>(Cfg<T>::NC));
-  const std::size_t b_elems = static_cast<std::size_t>(kcb * ncmax);
-  const std::size_t a_elems = static_cast<std::size_t>(kcb * MR);
-  const std::size_t a_off = (b_elems * sizeof(T) + 63) / 64 * 64;
-  char* base = static_cast<char*>(thread_scratch().get(a_off + a_elems * sizeof(T)));
+  const index_t mcmax = imin(rup(m1 - m0, MR), static_cast<index_t>(Cfg<T>::MC));
+  const std::size_t b_bytes = static_cast<std::size_t>(rup(kcb * ncmax * static_cast<index_t>(sizeof(T)), 64));
+  const std::size_t a_bytes = static_cast<std::size_t>(kcb * mcmax) * sizeof(T);
+  char* base = static_cast<char*>(thread_scratch().get(b_bytes + a_bytes));
   if (base == nullptr) {
     gemm_block_naive(g, m0, m1, n0, n1);
     return;
   }
   T* Bp = reinterpret_cast<T*>(base);
-  T* Ap = reinterpret_cast<T*>(base + a_off);
+  T* Ap = reinterpret_cast<T*>(base + b_bytes);
 
-  for (index_t jc = n0; jc < n1; jc += Cfg<T>::NC) {
-    const index_t nc = imin(Cfg<T>::NC, n1 - jc);
+  constexpr index_t MC = Cfg<T>::MC, NC = Cfg<T>::NC;
+  const index_t n_panels = cdiv(m1 - m0, MR);  // A micro-panels per (jc, pc)
+  for (index_t jc = n0; jc < n1; jc += NC) {
+    const index_t nc = imin(NC, n1 - jc);
     for (index_t pc = 0; pc < K; pc += kcb) {
       const index_t kc = imin(kcb, K - pc);
       const index_t kcp = rup(kc, KU);
       pack_b(g, jc, nc, pc, kc, kcp, Bp);
+      // The B block packed next (small blocks only: a big one would evict
+      // the current block from L2, and is well amortised anyway).
+      Region<T> b_next;
+      if (kc * nc * static_cast<index_t>(sizeof(T)) <= (256 << 10)) {
+        if (pc + kcb < K) b_next = b_region(g, jc, nc, pc + kcb, imin(kcb, K - pc - kcb));
+        else if (jc + NC < n1) b_next = b_region(g, jc + NC, imin(NC, n1 - jc - NC), 0, kcb);
+      }
+      index_t panel = 0;
       Epi<T> e;
       e.act = g.act;
       e.load_c = g.accumulate || pc > 0;
       e.last = pc + kc == K;
-      for (index_t ic = m0; ic < m1; ic += MR) {
-        const int mr = static_cast<int>(imin(MR, m1 - ic));
-        pack_a(g, ic, mr, pc, kc, kcp, Ap);
-        const KFn<T> kfull = kpick<T>(g.trans_a, mr, Cfg<T>::NV);
-        T* crow = g.C + ic * g.ldc + jc;
-        for (index_t jr = 0; jr < nc; jr += NR) {
-          const int nr = static_cast<int>(imin(NR, nc - jr));
-          e.bias = g.bias ? g.bias + jc + jr : nullptr;
-          const KFn<T> kf = nr == NR ? kfull : kpick<T>(g.trans_a, mr, static_cast<int>(cdiv(nr, W)));
-          kf(kcp / KU, Ap, Bp + jr * kcp, crow + jr, g.ldc, nr, e);
+      for (index_t ic = m0; ic < m1; ic += MC) {
+        const index_t mc = imin(MC, m1 - ic);
+        pack_a(g, ic, mc, pc, kc, kcp, Ap);
+        // The A block packed next.
+        Region<T> a_next;
+        if (ic + MC < m1) a_next = a_region(g, ic + MC, imin(MC, m1 - ic - MC), pc, kc);
+        else if (pc + kcb < K) a_next = a_region(g, m0, imin(MC, m1 - m0), pc + kcb, imin(kcb, K - pc - kcb));
+        else if (jc + NC < n1) a_next = a_region(g, m0, imin(MC, m1 - m0), 0, kcb);
+        const index_t a_steps = cdiv(mc, MR);
+        for (index_t ir = 0; ir < mc; ir += MR, ++panel) {
+          a_next.prefetch_slice(ir / MR, a_steps);
+          b_next.prefetch_slice(panel, n_panels);
+          const int mr = static_cast<int>(imin(MR, mc - ir));
+          const T* ap = Ap + ir * kcp;
+          const KFn<T> kfull = kpick<T>(g.trans_a, mr, Cfg<T>::NV);
+          T* crow = g.C + (ic + ir) * g.ldc + jc;
+          for (index_t jr = 0; jr < nc; jr += NR) {
+            const int nr = static_cast<int>(imin(NR, nc - jr));
+            e.bias = g.bias ? g.bias + jc + jr : nullptr;
+            const KFn<T> kf = nr == NR ? kfull : kpick<T>(g.trans_a, mr, static_cast<int>(cdiv(nr, W)));
+            kf(kcp / KU, ap, Bp + jr * kcp, crow + jr, g.ldc, nr, e);
+          }
         }
       }
     }

@@ -97,7 +97,7 @@ void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, do
   const T coupled_wd = decoupled_weight_decay ? T(0) : T(weight_decay);
   const T sign = maximize ? T(-1) : T(1);
   for_each_element(n, [&](index_t i) {
-    const T p = decay != T(1) ? param[i] * decay : param[i];
+    const T p = param[i] * decay;
     T g = sign * grad[i];
     // Skipped, not multiplied by zero, so that an inf parameter does not turn the moments into NaN.
     if (coupled_wd != T(0)) g += coupled_wd * p;
