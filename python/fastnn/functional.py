@@ -103,8 +103,9 @@ def _nonempty(x, name):
         raise ValueError(f"{name} is empty (shape {x.shape}): a loss over no elements is undefined")
 
 
-def _out(out, shape, dtype, name="out"):
-    """A caller's output buffer, checked to be exactly what the kernel writes."""
+def _out(out, shape, dtype, name="out", inputs=(), in_place_ok=False):
+    """A caller's output buffer, checked to be exactly what the kernel writes
+    and not to overlap the inputs (elementwise kernels may write in place)."""
     if out is None:
         return None
     if type(out) is not np.ndarray:
@@ -114,6 +115,13 @@ def _out(out, shape, dtype, name="out"):
                          f"got {out.dtype} {out.shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"{name} must be a writeable C-contiguous array")
+    for x in inputs:
+        if np.may_share_memory(out, x):
+            same = in_place_ok and out.__array_interface__["data"][0] == x.__array_interface__["data"][0] \
+                and out.nbytes == x.nbytes
+            if not same:
+                raise ValueError(f"{name} must not share memory with an input"
+                                 + (" (other than being that input itself)" if in_place_ok else ""))
     return out
 
 
@@ -122,9 +130,11 @@ def _out(out, shape, dtype, name="out"):
 def _rowwise(kernel, x, out):
     x = as_float_array(x, "x")
     rows, squeeze = _rows(x, "x")
-    out2 = None if out is None else _out(out, x.shape, x.dtype).reshape(rows.shape)
-    y = getattr(backends.active(), kernel)(rows, out=out2) if rows.shape[1] else np.empty_like(rows)
-    return y.reshape(x.shape) if squeeze else y
+    out = _out(out, x.shape, x.dtype, inputs=(x,), in_place_ok=True)
+    if rows.shape[1] == 0:
+        return np.empty_like(x) if out is None else out
+    y = getattr(backends.active(), kernel)(rows, out=None if out is None else out.reshape(rows.shape))
+    return out if out is not None else (y.reshape(x.shape) if squeeze else y)
 
 
 def softmax(x, out=None):
@@ -141,7 +151,8 @@ def log_softmax(x, out=None):
 
 def _elementwise(kernel, x, out, *params):
     x = as_float_array(x, "x")
-    return getattr(backends.active(), kernel)(x, *params, out=_out(out, x.shape, x.dtype))
+    return getattr(backends.active(), kernel)(x, *params, out=_out(out, x.shape, x.dtype, inputs=(x,),
+                                                                  in_place_ok=True))
 
 
 def sigmoid(x, out=None):
@@ -271,11 +282,14 @@ def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0,
     logits, in one pass ('none': the gradient of the summed row losses)."""
     logits2, target, label_smoothing, squeeze = _logits_target(logits, target, reduction, label_smoothing)
     shape = logits2.shape[1:] if squeeze else logits2.shape
-    out2 = None if out is None else _out(out, shape, logits2.dtype).reshape(logits2.shape)
-    loss, dlogits = backends.active().softmax_cross_entropy(logits2, target, reduction, label_smoothing, out=out2)
-    if squeeze:
-        return (loss[0] if reduction == "none" else loss), dlogits.reshape(-1)
-    return loss, dlogits
+    out = _out(out, shape, logits2.dtype, inputs=(logits2, target))
+    loss, dlogits = backends.active().softmax_cross_entropy(
+        logits2, target, reduction, label_smoothing, out=None if out is None else out.reshape(logits2.shape))
+    if out is not None:
+        dlogits = out
+    elif squeeze:
+        dlogits = dlogits.reshape(-1)
+    return (loss[0] if squeeze and reduction == "none" else loss), dlogits
 
 
 def binary_cross_entropy(p, t, reduction="mean"):
@@ -326,7 +340,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     kb, n = (b.shape[::-1] if trans_b else b.shape)
     if k != kb:
         raise ValueError(f"matmul: inner dimensions differ: op(a) is ({m}, {k}) and op(b) is ({kb}, {n})")
-    return backends.active().matmul(a, b, trans_a, trans_b, out=_out(out, (m, n), a.dtype))
+    return backends.active().matmul(a, b, trans_a, trans_b, out=_out(out, (m, n), a.dtype, inputs=(a, b)))
 
 
 def _activation(activation):
@@ -354,7 +368,9 @@ def linear(x, W, b=None, activation="none", out=None):
     and activation ('none', 'relu', 'sigmoid', 'tanh') are fused into the GEMM."""
     x, W, b = _linear_operands(x, W, b)
     activation = _activation(activation)
-    return backends.active().linear(x, W, b, activation, out=_out(out, (x.shape[0], W.shape[1]), x.dtype))
+    inputs = (x, W) if b is None else (x, W, b)
+    return backends.active().linear(x, W, b, activation,
+                                    out=_out(out, (x.shape[0], W.shape[1]), x.dtype, inputs=inputs))
 
 
 def linear_backward(x, W, dy, y=None, activation="none", need_dx=True):
@@ -388,4 +404,5 @@ def gather_rows(x, index, out=None):
     index = np.ascontiguousarray(index, dtype=np.int64)
     if index.size and (index.min() < 0 or index.max() >= x.shape[0]):
         raise IndexError(f"index out of range for x with {x.shape[0]} rows")
+    out = _out(out, (index.shape[0],) + x.shape[1:], x.dtype, inputs=(x, index))
     return backends.active().gather_rows(x, index, out=out)

@@ -87,16 +87,26 @@ bool overlaps(const py::array& a, const py::array& b) {
   return an > 0 && bn > 0 && a0 < b0 + bn && b0 < a0 + an;
 }
 
+bool same_memory(const py::array& a, const py::array& b) { return a.data() == b.data() && a.nbytes() == b.nbytes(); }
+
+// Whether an output may be exactly one of the inputs: elementwise kernels read
+// element i before writing element i, so in place is safe; other overlaps never are.
+enum class Alias { refuse, allow_in_place };
+
 // An output array: the dtype of `like`, the given shape, contiguous, writeable,
 // and not overlapping any input whose values the kernel still needs.
 void check_output(const py::array& out, const char* name, const py::array& like, const Shape& shape,
-                  std::initializer_list<const py::array*> inputs = {}) {
+                  std::initializer_list<const py::array*> inputs = {}, Alias alias = Alias::refuse) {
   check_input(out, name, &like, "the inputs");
   check_shape(out, shape, name);
   if (!out.writeable()) throw py::value_error(std::string(name) + " must be writeable");
-  for (const py::array* in : inputs)
-    if (in && overlaps(out, *in))
-      throw py::value_error(std::string(name) + " must not share memory with an input of this kernel");
+  for (const py::array* in : inputs) {
+    if (!in || !overlaps(out, *in)) continue;
+    if (alias == Alias::allow_in_place && same_memory(out, *in)) continue;
+    throw py::value_error(std::string(name) + (alias == Alias::allow_in_place
+                                                   ? " must be an input itself or not share memory with any input"
+                                                   : " must not share memory with an input of this kernel"));
+  }
 }
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
@@ -112,9 +122,9 @@ T* ptr(const OptArray& a) {
 
 // Use `out` when given (checked), else allocate an array of `like`'s dtype.
 py::array output(const OptArray& out, const char* name, const py::array& like, const Shape& shape,
-                 std::initializer_list<const py::array*> inputs = {}) {
+                 std::initializer_list<const py::array*> inputs = {}, Alias alias = Alias::refuse) {
   if (out) {
-    check_output(*out, name, like, shape, inputs);
+    check_output(*out, name, like, shape, inputs, alias);
     return *out;
   }
   return py::array(like.dtype(), shape);
@@ -165,7 +175,7 @@ bool check_target(const py::array& target, const py::array& pred, const char* na
 py::array softmax_impl(const py::array& x, const OptArray& out, bool log) {
   check_input(x, "x");
   check_ndim(x, 2, "x");
-  py::array y = output(out, "out", x, shape_of(x));
+  py::array y = output(out, "out", x, shape_of(x), {&x}, Alias::allow_in_place);
   by_dtype(x, [&](auto t) {
     using T = decltype(t);
     fastnn::SoftmaxArgs<T> a;
@@ -187,7 +197,9 @@ double cross_entropy_impl(const py::array& logits, const py::array& target, doub
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
     throw py::value_error("label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
   if (row_loss) check_output(*row_loss, "row_loss", logits, {rows}, {&logits, &target});
-  if (dlogits) check_output(*dlogits, "dlogits", logits, {rows, cols}, {&target});
+  if (dlogits) check_output(*dlogits, "dlogits", logits, {rows, cols}, {&logits, &target});
+  if (row_loss && dlogits && overlaps(*row_loss, *dlogits))
+    throw py::value_error("row_loss and dlogits must not share memory");
   return by_dtype(logits, [&](auto t) {
     using T = decltype(t);
     fastnn::CrossEntropyArgs<T> a;
@@ -207,7 +219,7 @@ double cross_entropy_impl(const py::array& logits, const py::array& target, doub
 template <class Kernel>
 py::array unary(const py::array& x, const OptArray& out, Kernel kernel) {
   check_input(x, "x");
-  py::array y = output(out, "out", x, shape_of(x));
+  py::array y = output(out, "out", x, shape_of(x), {&x}, Alias::allow_in_place);
   by_dtype(x, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;
@@ -223,7 +235,7 @@ py::array binary(const py::array& saved, const char* saved_name, const py::array
   check_input(saved, saved_name);
   check_input(dy, "dy", &saved, saved_name);
   check_same_shape(saved, dy, saved_name, "dy");
-  py::array dx = output(out, "out", dy, shape_of(dy));
+  py::array dx = output(out, "out", dy, shape_of(dy), {&saved, &dy}, Alias::allow_in_place);
   by_dtype(dy, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;
@@ -245,7 +257,8 @@ double elementwise_loss(const py::array& pred, const char* pred_name, const py::
   check_input(pred, pred_name);
   check_input(target, "t", &pred, pred_name);
   check_same_shape(pred, target, pred_name, "t");
-  if (per_element) check_output(*per_element, "per_element", pred, shape_of(pred), {&pred, &target});
+  if (per_element)
+    check_output(*per_element, "per_element", pred, shape_of(pred), {&pred, &target}, Alias::allow_in_place);
   return by_dtype(pred, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;
@@ -259,7 +272,7 @@ py::array elementwise_loss_backward(const py::array& pred, const char* pred_name
   check_input(pred, pred_name);
   check_input(target, "t", &pred, pred_name);
   check_same_shape(pred, target, pred_name, "t");
-  py::array grad = output(out, "out", pred, shape_of(pred), {&target});
+  py::array grad = output(out, "out", pred, shape_of(pred), {&pred, &target}, Alias::allow_in_place);
   by_dtype(pred, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;

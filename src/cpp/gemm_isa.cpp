@@ -8,11 +8,13 @@
 //    zero-padded to a whole number of vectors (and K to a multiple of KU).
 //    With trans_b (B stored (N,K)) the panels are built with in-register
 //    W x W transposes straight from B's layout.
-//  * op(A) is packed one MR-row micro-panel at a time (it stays in L1 while the
-//    kernel sweeps every B micro-panel of the block, which sits in L2). Without
-//    trans_a the panel is stored in chunks of KU k-values per row ([q][r][u]:
-//    plain contiguous copies); with trans_a (A stored (K,M)) it is k-major
-//    ([k][r]: contiguous copies again). The microkernel knows both layouts.
+//  * op(A) is packed per (MC x KC) block into MR-row micro-panels (the last
+//    one only as tall as the rows left). Without trans_a a panel is stored in
+//    chunks of KU k-values per row ([q][r][u]: plain contiguous copies); with
+//    trans_a (A stored (K,M)) it is k-major ([k][r]: contiguous copies again).
+//    The microkernel knows both layouts. Loop order jc > pc > ic > ir > jr:
+//    the B block sits in L2, each A micro-panel stays in L1 while the kernel
+//    sweeps every B micro-panel of the block.
 //  * Register-blocked MR x (NV vectors) microkernels, one instantiation per
 //    edge height m <= MR and per vector count nv <= NV, so edges cost no
 //    padded work along M. The store of the last K block applies
@@ -28,7 +30,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "dispatch.h"
 #include "simd.h"
@@ -83,46 +84,6 @@ static inline void prefetch_row(const T* p, index_t n) {
   __builtin_prefetch(c + bytes - 1, 0, 3);
 }
 constexpr int PD = 2;  // rows of prefetch distance while packing
-
-// A strided 2-D region of an operand (rows of len elements, ld apart) that the
-// next packing step will read; prefetched into L2 a slice at a time while the
-// current blocks are being multiplied, so packing does not wait on L3/DRAM.
-template <class T>
-struct Region {
-  const T* p = nullptr;
-  index_t rows = 0, len = 0, ld = 0;
-  // Prefetch slice i of n (rows [i*rows/n, (i+1)*rows/n)).
-  void prefetch_slice(index_t i, index_t n) const {
-    if (p == nullptr || n <= 0) return;
-    const index_t r0 = i * rows / n, r1 = (i + 1) * rows / n;
-    const index_t bytes = len * static_cast<index_t>(sizeof(T));
-    for (index_t r = r0; r < r1; ++r) {
-      const char* c = reinterpret_cast<const char*>(p + r * ld);
-      for (index_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
-      __builtin_prefetch(c + bytes - 1, 0, 2);
-    }
-  }
-};
-
-// Memory read by pack_a(g, i0, mc, p0, kc) / pack_b(g, j0, nc, p0, kc).
-template <class T>
-static Region<T> a_region(const GemmArgs<T>& g, index_t i0, index_t mc, index_t p0, index_t kc) {
-  Region<T> r;
-  if (mc <= 0 || kc <= 0) return r;
-  r.ld = g.lda;
-  if (!g.trans_a) { r.p = g.A + i0 * g.lda + p0; r.rows = mc; r.len = kc; }
-  else { r.p = g.A + p0 * g.lda + i0; r.rows = kc; r.len = mc; }
-  return r;
-}
-template <class T>
-static Region<T> b_region(const GemmArgs<T>& g, index_t j0, index_t nc, index_t p0, index_t kc) {
-  Region<T> r;
-  if (nc <= 0 || kc <= 0) return r;
-  r.ld = g.ldb;
-  if (!g.trans_b) { r.p = g.B + p0 * g.ldb + j0; r.rows = kc; r.len = nc; }
-  else { r.p = g.B + j0 * g.ldb + p0; r.rows = nc; r.len = kc; }
-  return r;
-}
 
 // ------------------------------------------------------ scratch buffers ----
 struct ScratchBuf {
@@ -438,21 +399,12 @@ static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0,
   T* Ap = reinterpret_cast<T*>(base + b_bytes);
 
   constexpr index_t MC = Cfg<T>::MC, NC = Cfg<T>::NC;
-  const index_t n_panels = cdiv(m1 - m0, MR);  // A micro-panels per (jc, pc)
   for (index_t jc = n0; jc < n1; jc += NC) {
     const index_t nc = imin(NC, n1 - jc);
     for (index_t pc = 0; pc < K; pc += kcb) {
       const index_t kc = imin(kcb, K - pc);
       const index_t kcp = rup(kc, KU);
       pack_b(g, jc, nc, pc, kc, kcp, Bp);
-      // The B block packed next (small blocks only: a big one would evict
-      // the current block from L2, and is well amortised anyway).
-      Region<T> b_next;
-      if (kc * nc * static_cast<index_t>(sizeof(T)) <= (256 << 10)) {
-        if (pc + kcb < K) b_next = b_region(g, jc, nc, pc + kcb, imin(kcb, K - pc - kcb));
-        else if (jc + NC < n1) b_next = b_region(g, jc + NC, imin(NC, n1 - jc - NC), 0, kcb);
-      }
-      index_t panel = 0;
       Epi<T> e;
       e.act = g.act;
       e.load_c = g.accumulate || pc > 0;
@@ -460,15 +412,7 @@ static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0,
       for (index_t ic = m0; ic < m1; ic += MC) {
         const index_t mc = imin(MC, m1 - ic);
         pack_a(g, ic, mc, pc, kc, kcp, Ap);
-        // The A block packed next.
-        Region<T> a_next;
-        if (ic + MC < m1) a_next = a_region(g, ic + MC, imin(MC, m1 - ic - MC), pc, kc);
-        else if (pc + kcb < K) a_next = a_region(g, m0, imin(MC, m1 - m0), pc + kcb, imin(kcb, K - pc - kcb));
-        else if (jc + NC < n1) a_next = a_region(g, m0, imin(MC, m1 - m0), 0, kcb);
-        const index_t a_steps = cdiv(mc, MR);
-        for (index_t ir = 0; ir < mc; ir += MR, ++panel) {
-          a_next.prefetch_slice(ir / MR, a_steps);
-          b_next.prefetch_slice(panel, n_panels);
+        for (index_t ir = 0; ir < mc; ir += MR) {
           const int mr = static_cast<int>(imin(MR, mc - ir));
           const T* ap = Ap + ir * kcp;
           const KFn<T> kfull = kpick<T>(g.trans_a, mr, Cfg<T>::NV);

@@ -45,9 +45,8 @@ double cross_entropy_error(const T* y, const std::int64_t* labels, const T* t, i
     return sum_losses<T>(nullptr, rows,
                          [&](index_t i) { return T(-std::log(double(y[i * cols + labels[i]]) + kLogEps)); });
   }
-  return sum_losses<T>(nullptr, rows * cols, [&](index_t i) {
-    return t[i] == T(0) ? T(0) : T(-double(t[i]) * std::log(double(y[i]) + kLogEps));
-  });
+  return sum_losses<T>(nullptr, rows * cols,
+                       [&](index_t i) { return T(-double(t[i]) * std::log(double(y[i]) + kLogEps)); });
 }
 
 template <class T>

@@ -44,13 +44,17 @@ void softmax_rows(const SoftmaxArgs<T>& a) {
     const T* x = a.x + i * cols;
     T* y = a.y + i * cols;
     const T m = row_max(x, cols);
-    const T sum = exp_shifted(x, m, y, cols);
     if (a.log) {
-      const T lse = m + std::log(sum);
+      // y = (x - m) - log(sum): subtracting m first keeps float32 exact for huge
+      // logits; y is written only after x is read, so y may be x itself.
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (index_t j = 0; j < cols; ++j) sum += vexp(x[j] - m);
+      const T log_sum = std::log(sum);
 #pragma omp simd
-      for (index_t j = 0; j < cols; ++j) y[j] = x[j] - lse;
+      for (index_t j = 0; j < cols; ++j) y[j] = (x[j] - m) - log_sum;
     } else {
-      const T inv = T(1) / sum;
+      const T inv = T(1) / exp_shifted(x, m, y, cols);
 #pragma omp simd
       for (index_t j = 0; j < cols; ++j) y[j] *= inv;
     }
@@ -80,17 +84,18 @@ double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
 #pragma omp simd reduction(+ : sum)
       for (index_t j = 0; j < cols; ++j) sum += vexp(z[j] - m);
     }
+    // Every term is taken relative to the row max m, which keeps float32 exact
+    // for logits as large as 1e4: lse - z = log_sum - (z - m).
     const T log_sum = std::log(sum);
-    const T lse = m + log_sum;
     T loss;
     if (a.labels) {
       const std::int64_t label = a.labels[i];
-      T z_sum = 0;
+      T shifted_sum = 0;
       if (s != T(0)) {
-#pragma omp simd reduction(+ : z_sum)
-        for (index_t j = 0; j < cols; ++j) z_sum += z[j];
+#pragma omp simd reduction(+ : shifted_sum)
+        for (index_t j = 0; j < cols; ++j) shifted_sum += z[j] - m;
       }
-      loss = keep * (lse - z[label]) + (s != T(0) ? s * (lse - z_sum / T(cols)) : T(0));
+      loss = keep * (log_sum - (z[label] - m)) + (s != T(0) ? s * (log_sum - shifted_sum / T(cols)) : T(0));
       if (g) {
         const T p_scale = scale / sum;
         const T u = scale * uniform;
@@ -105,9 +110,9 @@ double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
       for (index_t j = 0; j < cols; ++j) {
         const T tj = keep * t[j] + uniform;
         t_sum += tj;
-        tz_sum += tj * z[j];
+        tz_sum += tj * (z[j] - m);
       }
-      loss = lse * t_sum - tz_sum;
+      loss = log_sum * t_sum - tz_sum;
       if (g) {
         const T p_scale = scale * t_sum / sum;
 #pragma omp simd

@@ -174,8 +174,9 @@ def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0,
 
 def binary_cross_entropy(p, t, reduction="mean"):
     # torch clamps each log at -100 so that p = 0 or 1 gives a finite loss.
-    log_p = np.maximum(np.log(p), -100)
-    log_1mp = np.maximum(np.log(1 - p), -100)
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(p), -100)
+        log_1mp = np.maximum(np.log(1 - p), -100)
     return _reduce(-(t * log_p + (1 - t) * log_1mp), reduction)
 
 
