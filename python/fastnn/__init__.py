@@ -61,8 +61,8 @@ def set_num_threads(n):
     """Threads used by the C++ kernels (OpenMP) and the Numba kernels."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if not 1 <= n <= 1024:
+        raise ValueError(f"n must be in [1, 1024], got {n}")
     core = _core_or_none()
     if core is not None:
         core.set_num_threads(n)

@@ -83,7 +83,10 @@ def _check_reduction(reduction):
 def _check_number(value, name, low=None, high=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large to be a float: {value}") from None
     if (low is not None and not value >= low) or (high is not None and not value <= high):
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
     return value
@@ -334,6 +337,10 @@ def _matrix(x, name, dtype=None):
 def matmul(a, b, trans_a=False, trans_b=False, out=None):
     """op(a) @ op(b) for 2-D a and b; op transposes when asked (reading the
     operand in its own layout, without a transposed copy)."""
+    for name, flag in (("trans_a", trans_a), ("trans_b", trans_b)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    trans_a, trans_b = bool(trans_a), bool(trans_b)
     a = _matrix(a, "a")
     b = _matrix(b, "b", a.dtype)
     m, k = (a.shape[::-1] if trans_a else a.shape)
@@ -395,6 +402,8 @@ def gather_rows(x, index, out=None):
     """x[index] for a 1-D integer index: one mini-batch, gathered in parallel."""
     if type(x) is not np.ndarray:
         raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
+    if x.dtype.hasobject:
+        raise TypeError(f"x must hold plain numbers, got dtype {x.dtype}")
     if x.ndim < 1:
         raise ValueError("x must have at least one dimension")
     x = np.ascontiguousarray(x)

@@ -356,15 +356,17 @@ py::tuple linear_backward(const py::array& x, const py::array& W, const py::arra
     check_shape(*y, {rows, n_out}, "y");
   }
   const py::array* y_ptr = y ? &*y : nullptr;
-  py::array dW = output(dW_out, "dW", x, {in, n_out}, {&x, &W, &dy, y_ptr});
-  py::array db = output(db_out, "db", x, {n_out}, {&x, &W, &dy, y_ptr, &dW});
+  py::array dW = output(dW_out, "dW_out", x, {in, n_out}, {&x, &W, &dy, y_ptr});
+  py::array db = output(db_out, "db_out", x, {n_out}, {&x, &W, &dy, y_ptr, &dW});
   std::optional<py::array> dx;
-  if (need_dx) dx = output(dx_out, "dx", x, {rows, in}, {&x, &W, &dy, y_ptr, &dW, &db});
+  if (need_dx) dx = output(dx_out, "dx_out", x, {rows, in}, {&x, &W, &dy, y_ptr, &dW, &db});
   std::optional<py::array> dz;
   if (act != Act::none) {
     // dz may be dy itself (the caller's scratch), but not any other input.
-    dz = output(dz_out, "dz", x, {rows, n_out}, {&x, &W, y_ptr, &dW, &db});
-    if (dx && overlaps(*dz, *dx)) throw py::value_error("dz must not share memory with dx");
+    dz = output(dz_out, "dz_out", x, {rows, n_out}, {&x, &W, y_ptr, &dW, &db});
+    if (dx && overlaps(*dz, *dx)) throw py::value_error("dz_out must not share memory with dx_out");
+    if (overlaps(*dz, dy) && !same_memory(*dz, dy))
+      throw py::value_error("dz_out must be dy itself or not share memory with it");
   }
   by_dtype(x, [&](auto t) {
     using T = decltype(t);
@@ -376,6 +378,9 @@ py::tuple linear_backward(const py::array& x, const py::array& W, const py::arra
 }
 
 py::array gather_rows(const py::array& x, const py::array& index, const OptArray& out) {
+  // Rows are copied as raw bytes, which is wrong for Python object references.
+  if (x.dtype().attr("hasobject").cast<bool>())
+    throw py::type_error("x must hold plain numbers, got dtype " + dtype_name(x));
   check_contiguous(x, "x");
   if (x.ndim() < 1) throw py::value_error("x must have at least 1 dimension, got a 0-D array");
   if (!index.dtype().equal(py::dtype::of<std::int64_t>()))
@@ -454,7 +459,8 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("num_threads", &fastnn::num_threads);
   m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+    if (n < 1 || n > fastnn::kMaxThreads)
+      throw py::value_error("n must be in [1, " + std::to_string(fastnn::kMaxThreads) + "], got " + std::to_string(n));
     fastnn::set_num_threads(n);
   }, py::arg("n"));
 

@@ -11,6 +11,10 @@ using index_t = std::int64_t;
 // is written in terms of the activation's *output* y, which the layer keeps.
 enum class Act : int { none = 0, relu = 1, sigmoid = 2, tanh = 3 };
 
+// An upper bound on set_num_threads: far beyond any core count, well below
+// what makes the OpenMP runtime fail to create a team.
+constexpr int kMaxThreads = 1024;
+
 // Number of OpenMP threads kernels may use (set_num_threads); 1 without OpenMP.
 int num_threads();
 void set_num_threads(int n);

@@ -24,8 +24,9 @@ static inline float vexp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const std::int32_t bits = __builtin_bit_cast(std::int32_t, p) +
-                            ((__builtin_bit_cast(std::int32_t, t) - 0x4B400000) << 23);
+  // The exponent is added in unsigned arithmetic: shifting a negative int is undefined.
+  const std::uint32_t n_bits = (__builtin_bit_cast(std::uint32_t, t) - 0x4B400000u) << 23;
+  const std::uint32_t bits = __builtin_bit_cast(std::uint32_t, p) + n_bits;
   const float e = __builtin_bit_cast(float, bits);
   // x != x keeps NaN; below lo the true value is (denormal or) zero.
   return x != x ? x : (x < lo ? 0.0f : (x > 88.0f ? x * 1e30f * 1e30f : e));
@@ -51,8 +52,8 @@ static inline double vexp(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  const std::int64_t bits = __builtin_bit_cast(std::int64_t, p) +
-                            ((__builtin_bit_cast(std::int64_t, t) - 0x4338000000000000LL) << 52);
+  const std::uint64_t n_bits = (__builtin_bit_cast(std::uint64_t, t) - 0x4338000000000000ull) << 52;
+  const std::uint64_t bits = __builtin_bit_cast(std::uint64_t, p) + n_bits;
   const double e = __builtin_bit_cast(double, bits);
   return x != x ? x : (x < lo ? 0.0 : (x > 709.0 ? x * 1e300 * 1e300 : e));
 }

@@ -714,11 +714,11 @@ def _ce_rows(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
         m = x[i, 0]
         for j in range(c):
             m = _fmaxnum(m, x[i, j])
-        sum_x = 0.0
-        for j in range(c):
-            sum_x += x[i, j]
         mf = float(m)
-        sx = sum_x - c * mf  # sum_c (x_c - m)
+        # sum_c (x_c - m), shifted term by term: a plain sum of x overflows for huge logits.
+        sx = 0.0
+        for j in range(c):
+            sx += float(x[i, j]) - mf
         st = 1.0  # sum_c t_c
         stx = 0.0  # sum_c t_c (x_c - m)
         if use_labels:
@@ -1058,8 +1058,9 @@ def gather_rows(x, index, out=None):
         res = np.empty(shape, x.dtype)
     if res.size == 0:
         return _finish(out, res)
-    x2 = x.reshape(x.shape[0], -1)
-    r2 = res.reshape(shape[0], -1)
+    # Rows are copied as bytes, so every dtype (float16, big-endian, ...) works alike.
+    x2 = x.reshape(x.shape[0], -1).view(np.uint8)
+    r2 = res.reshape(shape[0], -1).view(np.uint8)
     nchunks = _chunks(r2.size, _PAR_MIN_GATHER) if shape[0] > 1 else 0
     if nchunks:
         status = np.empty(nchunks, np.int64)

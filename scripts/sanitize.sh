@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Build fastnn._core with AddressSanitizer + UndefinedBehaviorSanitizer
+# (-DFASTNN_SANITIZE=ON) in its own build directory and run the kernel tests
+# against that build. Exits non-zero if any sanitizer report was written (by
+# pytest or by any subprocess a test starts) or if the tests fail.
+#
+#   PYTHON=.venv/bin/python scripts/sanitize.sh            # default tests
+#   scripts/sanitize.sh tests/test_gemm.py -k avx2         # pytest arguments of your choice
+#
+# Environment:
+#   PYTHON            the Python to build for and test with (default: python3)
+#   FASTNN_ASAN_DIR   build directory (default: build/asan)
+#   FASTNN_SANITIZE_CMAKE_ARGS  extra cmake arguments, e.g. to silence one check while
+#                     looking for others: "-DFASTNN_SANITIZE_EXTRA_FLAGS=-fno-sanitize=shift-base"
+#
+# Works on a fresh clone after `pip install '.[test]'`: pybind11, cmake and
+# ninja (build-time only requirements) are pip-installed into that Python's
+# environment when missing. Python is not itself instrumented, so the ASan
+# runtime is LD_PRELOADed and leak detection is off (CPython keeps memory
+# until exit by design).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+PYTHON="$(command -v "$PYTHON")"
+BUILD="${FASTNN_ASAN_DIR:-$ROOT/build/asan}"
+START=$(date +%s)
+
+log() { echo "sanitize.sh: $*" >&2; }
+
+# ---------------------------------------------------------------- tools
+if ! "$PYTHON" -c "import pybind11" 2>/dev/null; then
+  log "installing pybind11 (a build requirement) into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
+  "$PYTHON" -m pip install --quiet "pybind11>=2.12"
+fi
+PY_BIN="$(dirname "$PYTHON")"
+export PATH="$PATH:$PY_BIN"
+if ! command -v cmake >/dev/null 2>&1; then
+  log "installing cmake from PyPI"
+  "$PYTHON" -m pip install --quiet cmake
+fi
+GENERATOR="Ninja"
+if ! command -v ninja >/dev/null 2>&1; then
+  "$PYTHON" -m pip install --quiet ninja || GENERATOR="Unix Makefiles"
+fi
+command -v ninja >/dev/null 2>&1 || GENERATOR="Unix Makefiles"
+
+ASAN_LIB="$(g++ -print-file-name=libasan.so)"
+if [ ! -e "$ASAN_LIB" ] || [ "$ASAN_LIB" = "libasan.so" ]; then
+  log "cannot find the ASan runtime (g++ -print-file-name=libasan.so gave '$ASAN_LIB')"
+  exit 2
+fi
+
+# ---------------------------------------------------------------- build
+PYBIND11_DIR="$("$PYTHON" -m pybind11 --cmakedir)"
+if [ ! -f "$BUILD/CMakeCache.txt" ] || ! grep -q "FASTNN_SANITIZE:BOOL=ON" "$BUILD/CMakeCache.txt" \
+    || ! grep -qF "$PYTHON" "$BUILD/CMakeCache.txt"; then
+  rm -rf "$BUILD"
+  # shellcheck disable=SC2086
+  cmake -S "$ROOT" -B "$BUILD" -G "$GENERATOR" -DFASTNN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -Dpybind11_DIR="$PYBIND11_DIR" -DPython_EXECUTABLE="$PYTHON" -DSKBUILD_PROJECT_VERSION=0.0.0+asan \
+    ${FASTNN_SANITIZE_CMAKE_ARGS:-} >/dev/null
+fi
+cmake --build "$BUILD" --target _core -j 2
+SO="$(ls "$BUILD"/_core*.so | head -n 1)"
+BUILT=$(date +%s)
+log "built $SO in $((BUILT - START)) s"
+
+# ------------------------------------------- a package that imports the sanitized .so
+# A stable path (not mktemp) so that numba's on-disk cache, keyed by source
+# path and mtime, stays valid between runs.
+PKG="$BUILD/pkg"
+mkdir -p "$PKG/fastnn"
+if command -v rsync >/dev/null 2>&1; then
+  rsync -a --delete --exclude '_core*.so' --exclude '__pycache__' "$ROOT/python/fastnn/" "$PKG/fastnn/"
+else
+  find "$PKG/fastnn" -mindepth 1 -maxdepth 1 ! -name __pycache__ -exec rm -rf {} +
+  (cd "$ROOT/python/fastnn" && tar cf - --exclude '_core*.so' --exclude __pycache__ .) | (cd "$PKG/fastnn" && tar xpf -)
+fi
+rm -f "$PKG"/fastnn/_core*.so
+cp "$SO" "$PKG/fastnn/"
+
+# ---------------------------------------------------------------- tests
+if [ "$#" -eq 0 ]; then
+  set --
+  for t in test_functional test_gemm test_robustness test_properties test_threads test_gradients test_optim test_nn; do
+    [ -f "$ROOT/tests/$t.py" ] && set -- "$@" "tests/$t.py"
+  done
+fi
+
+LOG="$BUILD/pytest.log"
+export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
+# libstdc++ too: python itself does not link it, and ASan's __cxa_throw
+# interceptor must find the real one at start-up ("CHECK failed:
+# asan_interceptors.cpp ... real___cxa_throw" at the first C++ exception otherwise).
+STDCXX_LIB="$(g++ -print-file-name=libstdc++.so)"
+export LD_PRELOAD="$ASAN_LIB:$STDCXX_LIB${LD_PRELOAD:+:$LD_PRELOAD}"
+# Every report is fatal, with its own exit code (86 ASan, 87 UBSan), in pytest
+# and in every subprocess a test starts (they inherit this environment).
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export NUMBA_CACHE_DIR="$BUILD/numba-cache"
+export FASTNN_BACKEND=cpp
+
+# The tests must import the sanitized build, not an installed fastnn.
+"$PYTHON" - <<'EOF'
+import fastnn, fastnn._core as c, os
+where = os.path.dirname(fastnn.__file__)
+assert where == os.path.join(os.environ["PYTHONPATH"].split(":")[0], "fastnn"), where
+print(f"sanitize.sh: fastnn from {where}, _core {c.__file__}, isa {c.isa()}, threads {c.num_threads()}")
+EOF
+
+# --capture=sys: pytest captures Python's sys.stdout/stderr only, so a report
+# that the sanitizer runtime writes to file descriptor 2 of the pytest process
+# reaches the log even when it kills that process. Reports from subprocesses
+# reach it through the failing test's message (the tests print their stderr).
+set +e
+(cd "$ROOT" && "$PYTHON" -m pytest -q -rfE --capture=sys -p no:cacheprovider "$@") 2>&1 | tee "$LOG"
+STATUS=${PIPESTATUS[0]}
+set -e
+END=$(date +%s)
+
+PATTERN="runtime error:|ERROR: AddressSanitizer|SUMMARY: (Address|UndefinedBehavior)Sanitizer|AddressSanitizer: CHECK failed"
+REPORTS=$(grep -cE "$PATTERN" "$LOG" || true)
+if [ "$REPORTS" -gt 0 ]; then
+  echo "=================== sanitizer reports (first lines; full log: $LOG)" >&2
+  grep -nE -B2 -A10 "$PATTERN" "$LOG" | cut -c1-300 | head -n 150 >&2
+fi
+case "$STATUS" in
+  86) log "pytest itself was stopped by an AddressSanitizer report" ;;
+  87) log "pytest itself was stopped by an UndefinedBehaviorSanitizer report" ;;
+esac
+log "tests took $((END - BUILT)) s (build $((BUILT - START)) s, total $((END - START)) s); pytest exit $STATUS; sanitizer report lines: $REPORTS"
+if [ "$REPORTS" -gt 0 ]; then
+  exit 1
+fi
+exit "$STATUS"
