@@ -23,7 +23,7 @@ def as_float_array(x, name, dtype=None):
     float32/float64 stay as they are (other floats go to float32, integers and
     bools to float64, as NumPy would compute them); a strided view is copied
     once. With `dtype`, the result has that dtype."""
-    if type(x) is np.ndarray and x.dtype.type in _FLOAT_TYPES and x.flags.c_contiguous \
+    if type(x) is np.ndarray and x.dtype.type in _FLOAT_TYPES and x.flags.c_contiguous and x.flags.aligned \
             and (dtype is None or x.dtype == dtype) and x.dtype.isnative:
         return x  # the fast path: nothing to do
     if isinstance(x, (str, bytes)) or x is None:
@@ -42,7 +42,7 @@ def as_float_array(x, name, dtype=None):
             raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
     elif kind not in "fiub":
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.require(arr, dtype=dtype, requirements="CA")
 
 
 def as_labels(t, name, n_rows, n_classes):
@@ -52,7 +52,7 @@ def as_labels(t, name, n_rows, n_classes):
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have shape ({n_rows},) to match the batch, got {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    arr = np.require(arr, dtype=np.int64, requirements="CA")
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= n_classes:
@@ -406,11 +406,11 @@ def gather_rows(x, index, out=None):
         raise TypeError(f"x must hold plain numbers, got dtype {x.dtype}")
     if x.ndim < 1:
         raise ValueError("x must have at least one dimension")
-    x = np.ascontiguousarray(x)
+    x = np.require(x, requirements="CA")
     index = np.asarray(index)
     if index.dtype.kind not in "iu" or index.ndim != 1:
         raise TypeError(f"index must be a 1-D integer array, got dtype {index.dtype} and shape {index.shape}")
-    index = np.ascontiguousarray(index, dtype=np.int64)
+    index = np.require(index, dtype=np.int64, requirements="CA")
     if index.size and (index.min() < 0 or index.max() >= x.shape[0]):
         raise IndexError(f"index out of range for x with {x.shape[0]} rows")
     out = _out(out, (index.shape[0],) + x.shape[1:], x.dtype, inputs=(x, index))

@@ -49,6 +49,10 @@ void check_contiguous(const py::array& a, const char* name) {
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous; got a strided view of shape " + shape_str(a) +
                           " (pass np.ascontiguousarray(" + name + "))");
+  // Kernels load whole elements (and vectors of them): a misaligned buffer is undefined behaviour.
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error(std::string(name) + " must be aligned to its element size; got a misaligned buffer (pass " +
+                          "np.require(" + name + ", requirements='CA'))");
 }
 
 void check_ndim(const py::array& a, py::ssize_t ndim, const char* name) {
