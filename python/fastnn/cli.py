@@ -6,9 +6,11 @@ import sys
 import time
 
 # The default recipe: tuned for the least training time to >= 98% MNIST test accuracy.
+# Measured with seeds 0, 1, 2: 98.15%, 98.23%, 98.25% after 3 epochs (3e-3 gave
+# 97.82% for seed 1; one 320- or 256-unit layer, or batch 192, stayed nearer 98.0%).
 DEFAULTS = {
-    "dataset": "mnist", "hidden": "256,128", "activation": "relu", "epochs": 4, "batch_size": 128,
-    "optimizer": "adam", "lr": 3e-3, "schedule": "onecycle", "dropout": 0.0, "seed": 0, "limit": None,
+    "dataset": "mnist", "hidden": "256,128", "activation": "relu", "epochs": 3, "batch_size": 128,
+    "optimizer": "adam", "lr": 4e-3, "schedule": "onecycle", "dropout": 0.0, "seed": 0, "limit": None,
 }
 
 
@@ -18,11 +20,11 @@ def _train_parser(sub):
     p.add_argument("--hidden", help="hidden layer sizes, comma-separated (default: 256,128)")
     p.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "leaky_relu", "elu"],
                    help="hidden activation (default: relu)")
-    p.add_argument("--epochs", type=int, help="epochs (default: 4)")
+    p.add_argument("--epochs", type=int, help="epochs (default: 3)")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="mini-batch size (default: 128)")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
                    help="optimizer (default: adam)")
-    p.add_argument("--lr", type=float, help="learning rate; the peak rate for onecycle (default: 3e-3)")
+    p.add_argument("--lr", type=float, help="learning rate; the peak rate for onecycle (default: 4e-3)")
     p.add_argument("--schedule", choices=["none", "onecycle", "cosine", "step", "plateau"],
                    help="learning-rate schedule (default: onecycle)")
     p.add_argument("--dropout", type=float, help="dropout after each hidden activation (default: 0)")

@@ -60,24 +60,28 @@ static inline vf set1(float x) { return (vf)_mm512_set1_ps(x); }
 static inline vd set1(double x) { return (vd)_mm512_set1_pd(x); }
 static inline vf fma(vf a, vf b, vf c) { return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c); }
 static inline vd fma(vd a, vd b, vd c) { return (vd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c); }
-// relu that propagates NaN (max returns the second operand when one is NaN).
-static inline vf relu(vf x) { return (vf)_mm512_max_ps(_mm512_setzero_ps(), (__m512)x); }
-static inline vd relu(vd x) { return (vd)_mm512_max_pd(_mm512_setzero_pd(), (__m512d)x); }
 #elif FASTNN_VBYTES == 32
 static inline vf set1(float x) { return (vf)_mm256_set1_ps(x); }
 static inline vd set1(double x) { return (vd)_mm256_set1_pd(x); }
 static inline vf fma(vf a, vf b, vf c) { return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
 static inline vd fma(vd a, vd b, vd c) { return (vd)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c); }
-static inline vf relu(vf x) { return (vf)_mm256_max_ps(_mm256_setzero_ps(), (__m256)x); }
-static inline vd relu(vd x) { return (vd)_mm256_max_pd(_mm256_setzero_pd(), (__m256d)x); }
 #else
 static inline vf set1(float x) { return (vf)_mm_set1_ps(x); }
 static inline vd set1(double x) { return (vd)_mm_set1_pd(x); }
 static inline vf fma(vf a, vf b, vf c) { return a * b + c; }  // no FMA in baseline x86-64
 static inline vd fma(vd a, vd b, vd c) { return a * b + c; }
-static inline vf relu(vf x) { return (vf)_mm_max_ps(_mm_setzero_ps(), (__m128)x); }
-static inline vd relu(vd x) { return (vd)_mm_max_pd(_mm_setzero_pd(), (__m128d)x); }
 #endif
+
+// relu that propagates NaN like np.maximum(x, 0): (NaN < 0) is false.
+// (Written with vector extensions: GCC 12's _mm512_max_ps trips -Wmaybe-uninitialized.)
+static inline vf relu(vf x) {
+  const vf z = {};
+  return x < z ? z : x;
+}
+static inline vd relu(vd x) {
+  const vd z = {};
+  return x < z ? z : x;
+}
 
 // Interleave the low (high) halves of a and b: {a0,b0,a1,b1,...}.
 template <class V, std::size_t... I>
