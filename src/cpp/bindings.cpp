@@ -593,8 +593,8 @@ PYBIND11_MODULE(_core, m) {
     by_dtype(param, [&](auto t) {
       using T = decltype(t);
       py::gil_scoped_release release;
-      fastnn::sgd_step(ptr<T>(param), ptr<T>(grad), ptr<T>(momentum_buf), index_t(param.size()), lr, momentum,
-                       dampening, nesterov, weight_decay, maximize, first_step);
+      fastnn::sgd_step(ptr<T>(param), ptr<T>(grad), ptr<T>(momentum_buf), index_t(param.size()),
+                       fastnn::SgdHyper{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step});
     });
   }, param_arg, grad_arg, py::arg("momentum_buf").noconvert(), py::arg("lr"), py::arg("momentum") = 0.0,
      py::arg("dampening") = 0.0, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0,
@@ -606,8 +606,8 @@ PYBIND11_MODULE(_core, m) {
     by_dtype(param, [&](auto t) {
       using T = decltype(t);
       py::gil_scoped_release release;
-      fastnn::adagrad_step(ptr<T>(param), ptr<T>(grad), ptr<T>(state_sum), index_t(param.size()), step, lr,
-                           lr_decay, weight_decay, eps, maximize);
+      fastnn::adagrad_step(ptr<T>(param), ptr<T>(grad), ptr<T>(state_sum), index_t(param.size()),
+                           fastnn::AdagradHyper{step, lr, lr_decay, weight_decay, eps, maximize});
     });
   }, param_arg, grad_arg, py::arg("state_sum").noconvert(), py::arg("step"), py::arg("lr") = 0.01,
      py::arg("lr_decay") = 0.0, py::arg("weight_decay") = 0.0, py::arg("eps") = 1e-10, py::arg("maximize") = false);
@@ -622,7 +622,8 @@ PYBIND11_MODULE(_core, m) {
       using T = decltype(t);
       py::gil_scoped_release release;
       fastnn::rmsprop_step(ptr<T>(param), ptr<T>(grad), ptr<T>(square_avg), ptr<T>(grad_avg), ptr<T>(momentum_buf),
-                           index_t(param.size()), lr, alpha, eps, weight_decay, momentum, centered, maximize);
+                           index_t(param.size()),
+                           fastnn::RmspropHyper{lr, alpha, eps, weight_decay, momentum, centered, maximize});
     });
   }, param_arg, grad_arg, py::arg("square_avg").noconvert(), py::arg("grad_avg").noconvert(),
      py::arg("momentum_buf").noconvert(), py::arg("lr") = 0.01, py::arg("alpha") = 0.99, py::arg("eps") = 1e-8,
@@ -637,8 +638,8 @@ PYBIND11_MODULE(_core, m) {
     by_dtype(param, [&](auto t) {
       using T = decltype(t);
       py::gil_scoped_release release;
-      fastnn::adam_step(ptr<T>(param), ptr<T>(grad), ptr<T>(exp_avg), ptr<T>(exp_avg_sq), index_t(param.size()), step,
-                        lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize);
+      fastnn::adam_step(ptr<T>(param), ptr<T>(grad), ptr<T>(exp_avg), ptr<T>(exp_avg_sq), index_t(param.size()),
+                        fastnn::AdamHyper{step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize});
     });
   }, param_arg, grad_arg, py::arg("exp_avg").noconvert(), py::arg("exp_avg_sq").noconvert(), py::arg("step"),
      py::arg("lr") = 1e-3, py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8,

@@ -55,6 +55,35 @@ struct CrossEntropyArgs {
   double grad_scale = 1.0;
 };
 
+// Optimizer hyperparameters (torch.optim's names). step counts from 1 and is
+// incremented by the caller before the call.
+struct SgdHyper {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize, first_step;
+};
+struct AdagradHyper {
+  double step, lr, lr_decay, weight_decay, eps;
+  bool maximize;
+};
+struct RmspropHyper {
+  double lr, alpha, eps, weight_decay, momentum;
+  bool centered, maximize;
+};
+struct AdamHyper {
+  double step, lr, beta1, beta2, eps, weight_decay;
+  bool decoupled_weight_decay, maximize;
+};
+
+// In-place updates of one parameter (n elements) and its state; state arrays
+// that an option does not use may be null (momentum_buf without momentum,
+// grad_avg unless centered).
+#define FASTNN_OPTIM_SIGNATURES(T, suffix)                                                                \
+  void (*sgd_step_##suffix)(T* param, const T* grad, T* momentum_buf, index_t n, const SgdHyper&);         \
+  void (*adagrad_step_##suffix)(T* param, const T* grad, T* state_sum, index_t n, const AdagradHyper&);    \
+  void (*rmsprop_step_##suffix)(T* param, const T* grad, T* square_avg, T* grad_avg, T* momentum_buf,     \
+                                index_t n, const RmspropHyper&);                                          \
+  void (*adam_step_##suffix)(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, const AdamHyper&);
+
 struct IsaKernels {
   const char* name;
   void (*gemm_f32)(const GemmArgs<float>&);
@@ -63,6 +92,8 @@ struct IsaKernels {
   void (*softmax_f64)(const SoftmaxArgs<double>&);
   double (*cross_entropy_f32)(const CrossEntropyArgs<float>&);
   double (*cross_entropy_f64)(const CrossEntropyArgs<double>&);
+  FASTNN_OPTIM_SIGNATURES(float, f32)
+  FASTNN_OPTIM_SIGNATURES(double, f64)
 };
 
 // The table picked for this process (CPUID capped by FASTNN_ISA), chosen once.
@@ -79,10 +110,30 @@ inline void softmax(const SoftmaxArgs<float>& a) { isa_kernels().softmax_f32(a);
 inline void softmax(const SoftmaxArgs<double>& a) { isa_kernels().softmax_f64(a); }
 inline double cross_entropy(const CrossEntropyArgs<float>& a) { return isa_kernels().cross_entropy_f32(a); }
 inline double cross_entropy(const CrossEntropyArgs<double>& a) { return isa_kernels().cross_entropy_f64(a); }
+#define FASTNN_OPTIM_FRONT_DOORS(T, suffix)                                                                  \
+  inline void sgd_step(T* p, const T* g, T* buf, index_t n, const SgdHyper& h) {                              \
+    isa_kernels().sgd_step_##suffix(p, g, buf, n, h);                                                         \
+  }                                                                                                           \
+  inline void adagrad_step(T* p, const T* g, T* sum, index_t n, const AdagradHyper& h) {                      \
+    isa_kernels().adagrad_step_##suffix(p, g, sum, n, h);                                                     \
+  }                                                                                                           \
+  inline void rmsprop_step(T* p, const T* g, T* sq, T* ga, T* buf, index_t n, const RmspropHyper& h) {        \
+    isa_kernels().rmsprop_step_##suffix(p, g, sq, ga, buf, n, h);                                             \
+  }                                                                                                           \
+  inline void adam_step(T* p, const T* g, T* m, T* v, index_t n, const AdamHyper& h) {                        \
+    isa_kernels().adam_step_##suffix(p, g, m, v, n, h);                                                       \
+  }
+FASTNN_OPTIM_FRONT_DOORS(float, f32)
+FASTNN_OPTIM_FRONT_DOORS(double, f64)
 
 }  // namespace fastnn
 
 // Each ISA translation unit defines these inside namespace fastnn::<isa>.
+#define FASTNN_DECLARE_OPTIM(T, suffix)                                                                     \
+  void sgd_step_##suffix(T*, const T*, T*, index_t, const SgdHyper&);                                        \
+  void adagrad_step_##suffix(T*, const T*, T*, index_t, const AdagradHyper&);                                \
+  void rmsprop_step_##suffix(T*, const T*, T*, T*, T*, index_t, const RmspropHyper&);                        \
+  void adam_step_##suffix(T*, const T*, T*, T*, index_t, const AdamHyper&);
 #define FASTNN_DECLARE_ISA_KERNELS(ns)                                        \
   namespace fastnn { namespace ns {                                           \
   void gemm_f32(const GemmArgs<float>&);                                      \
@@ -91,6 +142,8 @@ inline double cross_entropy(const CrossEntropyArgs<double>& a) { return isa_kern
   void softmax_f64(const SoftmaxArgs<double>&);                               \
   double cross_entropy_f32(const CrossEntropyArgs<float>&);                   \
   double cross_entropy_f64(const CrossEntropyArgs<double>&);                  \
+  FASTNN_DECLARE_OPTIM(float, f32)                                            \
+  FASTNN_DECLARE_OPTIM(double, f64)                                           \
   } }
 FASTNN_DECLARE_ISA_KERNELS(generic)
 FASTNN_DECLARE_ISA_KERNELS(avx2)

@@ -57,21 +57,4 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
 // out (count, row_bytes) = rows of x picked by index (count,); index already checked.
 void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes);
 
-// ---- optimizer updates, in place over n elements, torch.optim's rules.
-// step counts from 1; the caller increments it before the call.
-template <class T>
-void sgd_step(T* param, const T* grad, T* momentum_buf, index_t n, double lr, double momentum,
-              double dampening, bool nesterov, double weight_decay, bool maximize, bool first_step);
-template <class T>
-void adagrad_step(T* param, const T* grad, T* state_sum, index_t n, double step, double lr,
-                  double lr_decay, double weight_decay, double eps, bool maximize);
-template <class T>
-void rmsprop_step(T* param, const T* grad, T* square_avg, T* grad_avg, T* momentum_buf, index_t n,
-                  double lr, double alpha, double eps, double weight_decay, double momentum,
-                  bool centered, bool maximize);
-template <class T>
-void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, double step, double lr,
-               double beta1, double beta2, double eps, double weight_decay,
-               bool decoupled_weight_decay, bool maximize);
-
 }  // namespace fastnn

@@ -1,7 +1,9 @@
 // parallel_for / parallel_sum: split [0, n) into one contiguous chunk per
 // thread, but only when n is large enough to pay for waking the threads.
+// Everything here has internal linkage and uses no library templates, so that
+// the copies compiled into the per-ISA translation units cannot be mixed up by
+// the linker.
 #pragma once
-#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -13,10 +15,10 @@ namespace fastnn {
 
 constexpr index_t kParallelGrain = 1 << 15;
 
-inline int threads_for(index_t n, index_t grain) { return n >= grain ? num_threads() : 1; }
+static inline int threads_for(index_t n, index_t grain) { return n >= grain ? num_threads() : 1; }
 
 template <class Body>
-inline void parallel_for(index_t n, Body body, index_t grain = kParallelGrain) {
+static inline void parallel_for(index_t n, Body body, index_t grain = kParallelGrain) {
   const int threads = threads_for(n, grain);
   if (threads <= 1) {
     body(index_t(0), n);
@@ -33,10 +35,10 @@ inline void parallel_for(index_t n, Body body, index_t grain = kParallelGrain) {
 // Sum of body(begin, end) over the chunks, added in chunk order so that the
 // result depends only on the thread count, never on scheduling.
 template <class Body>
-inline double parallel_sum(index_t n, Body body, index_t grain = kParallelGrain) {
+static inline double parallel_sum(index_t n, Body body, index_t grain = kParallelGrain) {
   const int threads = threads_for(n, grain);
   if (threads <= 1) return body(index_t(0), n);
-  std::vector<double> partial(threads, 0.0);
+  double partial[kMaxThreads] = {};
 #pragma omp parallel num_threads(threads)
   {
     const index_t t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -44,7 +46,7 @@ inline double parallel_sum(index_t n, Body body, index_t grain = kParallelGrain)
     if (begin < end) partial[t] = body(begin, end);
   }
   double total = 0;
-  for (double p : partial) total += p;
+  for (int t = 0; t < threads; ++t) total += partial[t];
   return total;
 }
 
