@@ -4,14 +4,15 @@
 #include <cmath>
 
 #include "dispatch.h"
+#include "parallel.h"
 #include "vector_math.h"
 
 namespace fastnn {
 namespace FASTNN_ISA_NS {
 namespace {
 
-// Below this many elements, starting threads costs more than the work.
-constexpr index_t kParallelElements = 1 << 15;
+// Rows per thread below which starting threads costs more than the work.
+inline index_t row_grain(index_t cols) { return kParallelGrain / (cols > 0 ? cols : 1) + 1; }
 
 template <class T>
 inline T row_max(const T* x, index_t n) {
@@ -22,43 +23,52 @@ inline T row_max(const T* x, index_t n) {
   return m;
 }
 
-// e[j] = exp(x[j] - shift); returns the sum of e.
+// e (rows, cols) = exp(x - row max of x) for a block of rows, returning nothing:
+// the shift is written per row, then exp runs over the block as one flat loop,
+// so it is vectorised even when a row is shorter than a vector (C = 10).
+// e may be x itself.
 template <class T>
-inline T exp_shifted(const T* x, T shift, T* e, index_t n) {
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (index_t j = 0; j < n; ++j) {
-    const T v = vexp(x[j] - shift);
-    e[j] = v;
-    sum += v;
+inline void exp_shifted_block(const T* x, T* e, index_t rows, index_t cols) {
+  for (index_t i = 0; i < rows; ++i) {
+    const T m = row_max(x + i * cols, cols);
+    for (index_t j = 0; j < cols; ++j) e[i * cols + j] = x[i * cols + j] - m;
   }
-  return sum;
+  const index_t n = rows * cols;
+#pragma omp simd
+  for (index_t k = 0; k < n; ++k) e[k] = vexp(e[k]);
 }
 
 template <class T>
 void softmax_rows(const SoftmaxArgs<T>& a) {
   const index_t cols = a.cols;
-#pragma omp parallel for num_threads(num_threads()) schedule(static) \
-    if (a.rows * cols >= kParallelElements)
-  for (index_t i = 0; i < a.rows; ++i) {
+  parallel_for(a.rows, [&](index_t first, index_t last) {
+  for (index_t i = first; i < last; ++i) {
     const T* x = a.x + i * cols;
     T* y = a.y + i * cols;
-    const T m = row_max(x, cols);
     if (a.log) {
       // y = (x - m) - log(sum): subtracting m first keeps float32 exact for huge
       // logits; y is written only after x is read, so y may be x itself.
+      const T m = row_max(x, cols);
       T sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (index_t j = 0; j < cols; ++j) sum += vexp(x[j] - m);
       const T log_sum = std::log(sum);
 #pragma omp simd
       for (index_t j = 0; j < cols; ++j) y[j] = (x[j] - m) - log_sum;
-    } else {
-      const T inv = T(1) / exp_shifted(x, m, y, cols);
+    }
+  }
+  if (!a.log) {
+    exp_shifted_block(a.x + first * cols, a.y + first * cols, last - first, cols);
+    for (index_t i = first; i < last; ++i) {
+      T* y = a.y + i * cols;
+      T sum = 0;
+      for (index_t j = 0; j < cols; ++j) sum += y[j];
+      const T inv = T(1) / sum;
 #pragma omp simd
       for (index_t j = 0; j < cols; ++j) y[j] *= inv;
     }
   }
+  }, row_grain(cols));
 }
 
 // Loss of one row, with t' = (1 - s) * target + s / C the smoothed target:
@@ -70,16 +80,16 @@ double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
   const T uniform = s / T(cols);
   const T keep = T(1) - s;
   const T scale = T(a.grad_scale);
+  return parallel_sum(a.rows, [&](index_t first, index_t last) {
   double total = 0;
-#pragma omp parallel for num_threads(num_threads()) schedule(static) \
-    reduction(+ : total) if (a.rows * cols >= kParallelElements)
-  for (index_t i = 0; i < a.rows; ++i) {
+  if (a.dlogits) exp_shifted_block(a.logits + first * cols, a.dlogits + first * cols, last - first, cols);
+  for (index_t i = first; i < last; ++i) {
     const T* z = a.logits + i * cols;
     T* g = a.dlogits ? a.dlogits + i * cols : nullptr;
     const T m = row_max(z, cols);
     T sum = 0;
     if (g) {
-      sum = exp_shifted(z, m, g, cols);
+      for (index_t j = 0; j < cols; ++j) sum += g[j];
     } else {
 #pragma omp simd reduction(+ : sum)
       for (index_t j = 0; j < cols; ++j) sum += vexp(z[j] - m);
@@ -123,6 +133,7 @@ double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
     total += double(loss);
   }
   return total;
+  }, row_grain(cols));
 }
 
 }  // namespace
