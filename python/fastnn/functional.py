@@ -46,14 +46,15 @@ def as_float_array(x, name, dtype=None):
 
 
 def as_labels(t, name, n_rows, n_classes):
-    """Integer class labels (n_rows,) as int64, checked to lie in [0, n_classes)."""
+    """Integer class labels (n_rows,) as int64, checked to lie in [0, n_classes)
+    (by the backend itself when it checks labels, as _core does, saving two passes)."""
     arr = np.asarray(t)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have shape ({n_rows},) to match the batch, got {arr.shape}")
     arr = np.require(arr, dtype=np.int64, requirements="CA")
-    if arr.size:
+    if arr.size and not getattr(backends.active(), "CHECKS_LABELS", False):
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= n_classes:
             bad = lo if lo < 0 else hi
@@ -81,6 +82,8 @@ def _check_reduction(reduction):
 
 
 def _check_number(value, name, low=None, high=None):
+    if type(value) is float and (low is None or low <= value) and (high is None or value <= high):
+        return value  # the common case, without the slower checks below
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:

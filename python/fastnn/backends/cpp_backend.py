@@ -8,6 +8,8 @@ import numpy as np
 from .. import _core
 
 NAME = "cpp"
+# _core raises IndexError for a label outside [0, C) itself.
+CHECKS_LABELS = True
 FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
 softmax = _core.softmax
