@@ -1336,8 +1336,9 @@ def plot_epochs(res, path):
         ax2.axvline(T98_TARGET_SECONDS, color="black", ls="--", lw=1, label=f"target {T98_TARGET_SECONDS:g} s")
         ax2.set_xlim(0, max(vals + [T98_TARGET_SECONDS]) * 1.8)
         ax2.legend(loc="lower right", fontsize=8)
+        from .cli import DEFAULTS
         ax2.set_title(f"Training time to {100 * t98['target_accuracy']:.0f}% test accuracy\n"
-                      "(fastnn train defaults: OneCycle max lr 3e-3)", fontsize=10)
+                      f"(fastnn train defaults: OneCycle max lr {DEFAULTS['lr']:g})", fontsize=10)
     else:
         ax2.text(0.5, 0.5, "time to 98% not measured\nin this mode", ha="center", va="center",
                  transform=ax2.transAxes)
