@@ -1,0 +1,91 @@
+"""fastnn._core: the C++ kernels (pybind11).
+
+Every function checks its arguments itself: arrays must be float32 or float64
+(native byte order), C-contiguous and aligned, of agreeing shapes and one dtype;
+labels and indices are int64 and in range; outputs are writeable and do not
+overlap the inputs (elementwise kernels may write in place). Violations raise
+TypeError, ValueError or IndexError naming the argument. Every kernel releases
+the GIL. Shapes: N rows (batch), C classes, W is (in, out).
+"""
+from typing import Optional, Tuple
+
+import numpy as np
+
+Array = np.ndarray
+
+def version() -> str: ...
+def compiler() -> str: ...
+def isa() -> str:
+    """The instruction set in use: 'avx512', 'avx2' or 'generic' (FASTNN_ISA caps it)."""
+def cpu_isa() -> str:
+    """The best instruction set this CPU supports."""
+def has_openmp() -> bool: ...
+def num_threads() -> int: ...
+def set_num_threads(n: int) -> None:
+    """Threads for every parallel kernel, 1 <= n <= 1024."""
+
+def softmax(x: Array, out: Optional[Array] = None) -> Array:
+    """x (N, C) -> softmax over each row."""
+def log_softmax(x: Array, out: Optional[Array] = None) -> Array:
+    """x (N, C) -> log-softmax over each row."""
+def cross_entropy(logits: Array, target: Array, label_smoothing: float = 0.0, row_loss: Optional[Array] = None,
+                  dlogits: Optional[Array] = None, grad_scale: float = 1.0) -> float:
+    """Sum over rows of the cross-entropy of logits (N, C) against int64 labels (N,)
+    or probabilities (N, C). Writes each row's loss to row_loss (N,) and
+    grad_scale * d(row loss)/d(logits) to dlogits (N, C) when given."""
+
+def relu(x: Array, out: Optional[Array] = None) -> Array: ...
+def sigmoid(x: Array, out: Optional[Array] = None) -> Array: ...
+def tanh(x: Array, out: Optional[Array] = None) -> Array: ...
+def leaky_relu(x: Array, negative_slope: float = 0.01, out: Optional[Array] = None) -> Array: ...
+def elu(x: Array, alpha: float = 1.0, out: Optional[Array] = None) -> Array: ...
+def relu_backward(y: Array, dy: Array, out: Optional[Array] = None) -> Array:
+    """dx from the forward's output y."""
+def sigmoid_backward(y: Array, dy: Array, out: Optional[Array] = None) -> Array: ...
+def tanh_backward(y: Array, dy: Array, out: Optional[Array] = None) -> Array: ...
+def leaky_relu_backward(x: Array, dy: Array, negative_slope: float = 0.01, out: Optional[Array] = None) -> Array:
+    """dx from the forward's input x."""
+def elu_backward(x: Array, dy: Array, alpha: float = 1.0, out: Optional[Array] = None) -> Array: ...
+
+def squared_error(y: Array, t: Array, per_element: Optional[Array] = None) -> float:
+    """sum((y - t)**2); per-element terms into per_element when given."""
+def squared_error_backward(y: Array, t: Array, scale: float = 1.0, out: Optional[Array] = None) -> Array:
+    """scale * (y - t)."""
+def cross_entropy_error(y: Array, t: Array) -> float:
+    """-sum(t * log(y + 1e-7)) for probabilities y (N, C); t int64 labels (N,) or (N, C)."""
+def cross_entropy_error_backward(y: Array, t: Array, scale: float = 1.0, out: Optional[Array] = None) -> Array: ...
+def binary_cross_entropy(p: Array, t: Array, per_element: Optional[Array] = None) -> float:
+    """Sum of torch's BCE terms (each log clamped at -100)."""
+def binary_cross_entropy_backward(p: Array, t: Array, scale: float = 1.0, out: Optional[Array] = None) -> Array: ...
+def binary_cross_entropy_with_logits(z: Array, t: Array, per_element: Optional[Array] = None) -> float: ...
+def binary_cross_entropy_with_logits_backward(z: Array, t: Array, scale: float = 1.0,
+                                              out: Optional[Array] = None) -> Array: ...
+
+def matmul(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False, out: Optional[Array] = None) -> Array:
+    """op(a) (M, K) @ op(b) (K, N); transposed operands are read in place, never copied."""
+def linear(x: Array, W: Array, b: Optional[Array] = None, activation: str = "none",
+           out: Optional[Array] = None) -> Array:
+    """act(x (N, in) @ W (in, out) + b (out,)), bias and activation applied by the GEMM's store."""
+def linear_backward(x: Array, W: Array, dy: Array, y: Optional[Array] = None, activation: str = "none",
+                    need_dx: bool = True, dx_out: Optional[Array] = None, dW_out: Optional[Array] = None,
+                    db_out: Optional[Array] = None,
+                    dz_out: Optional[Array] = None) -> Tuple[Optional[Array], Array, Array]:
+    """(dx (N, in) or None, dW (in, out), db (out,)) given dy (N, out) and, for a
+    fused activation, its output y. dz_out is scratch for dy * act'(y) (may be dy)."""
+def gather_rows(x: Array, index: Array, out: Optional[Array] = None) -> Array:
+    """x[index] for int64 index (B,), rows copied in parallel; any plain dtype."""
+
+def sgd_step(param: Array, grad: Array, momentum_buf: Optional[Array], lr: float, momentum: float = 0.0,
+             dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, maximize: bool = False,
+             first_step: bool = True) -> None:
+    """torch.optim.SGD's update, in place."""
+def adagrad_step(param: Array, grad: Array, state_sum: Array, step: float, lr: float = 0.01, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, eps: float = 1e-10, maximize: bool = False) -> None: ...
+def rmsprop_step(param: Array, grad: Array, square_avg: Array, grad_avg: Optional[Array],
+                 momentum_buf: Optional[Array], lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 maximize: bool = False) -> None: ...
+def adam_step(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, step: float, lr: float = 1e-3,
+              beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+              decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
+    """Adam (AdamW with decoupled_weight_decay), torch's update rule, in place."""
