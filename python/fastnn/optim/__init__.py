@@ -227,7 +227,27 @@ class Optimizer:
                     else:
                         p.grad.fill(0)
 
+    # Each optimizer names its backend kernel, reads a group's hyperparameters
+    # once per step (_hyperparameters) and updates one parameter (_update).
+    kernel_name = None
+
     def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure() if given."""
+        loss = None if closure is None else closure()
+        self._opt_called = True
+        kernel = getattr(backends.active(), self.kernel_name)
+        for group in self.param_groups:
+            hyper = self._hyperparameters(group)
+            for p in group["params"]:
+                data, grad = _grad_of(p)
+                if grad is not None:
+                    self._update(kernel, p, data, grad, hyper)
+        return loss
+
+    def _hyperparameters(self, group):
+        raise NotImplementedError
+
+    def _update(self, kernel, p, data, grad, hyper):
         raise NotImplementedError
 
     # -- state dict
@@ -345,33 +365,23 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = None if closure is None else closure()
-        self._opt_called = True
-        kernel = backends.active().sgd_step
-        state = self.state
-        for group in self.param_groups:
-            lr = float(group["lr"])
-            momentum = float(group["momentum"])
-            dampening = float(group["dampening"])
-            nesterov = bool(group["nesterov"])
-            weight_decay = float(group["weight_decay"])
-            maximize = bool(group["maximize"])
-            for p in group["params"]:
-                data, grad = _grad_of(p)
-                if grad is None:
-                    continue
-                if momentum != 0:
-                    s = state[p]
-                    buf = s.get("momentum_buffer")
-                    first = buf is None
-                    if first:
-                        buf = s["momentum_buffer"] = _zeros(data)
-                    kernel(data, grad, buf, lr, momentum, dampening, nesterov, weight_decay, maximize, first)
-                else:
-                    kernel(data, grad, None, lr, 0.0, dampening, nesterov, weight_decay, maximize, True)
-        return loss
+    kernel_name = "sgd_step"
+
+    def _hyperparameters(self, group):
+        return (float(group["lr"]), float(group["momentum"]), float(group["dampening"]), bool(group["nesterov"]),
+                float(group["weight_decay"]), bool(group["maximize"]))
+
+    def _update(self, kernel, p, data, grad, hyper):
+        lr, momentum, dampening, nesterov, weight_decay, maximize = hyper
+        if momentum == 0:
+            kernel(data, grad, None, lr, 0.0, dampening, nesterov, weight_decay, maximize, True)
+            return
+        s = self.state[p]
+        buf = s.get("momentum_buffer")
+        first = buf is None
+        if first:
+            buf = s["momentum_buffer"] = _zeros(data)
+        kernel(data, grad, buf, lr, momentum, dampening, nesterov, weight_decay, maximize, first)
 
 
 class Adagrad(Optimizer):
@@ -396,31 +406,22 @@ class Adagrad(Optimizer):
         s["step"] = 0
         s["sum"] = np.full(p.data.shape, group["initial_accumulator_value"], dtype=p.data.dtype)
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = None if closure is None else closure()
-        self._opt_called = True
-        kernel = backends.active().adagrad_step
-        state = self.state
-        for group in self.param_groups:
-            lr = float(group["lr"])
-            lr_decay = float(group["lr_decay"])
-            weight_decay = float(group["weight_decay"])
-            eps = float(group["eps"])
-            maximize = bool(group["maximize"])
-            for p in group["params"]:
-                data, grad = _grad_of(p)
-                if grad is None:
-                    continue
-                s = state[p]
-                state_sum = s.get("sum")
-                if state_sum is None:   # a state dict without this parameter's state was loaded
-                    self._init_state(p, group)
-                    state_sum = s["sum"]
-                step = s.get("step", 0) + 1
-                kernel(data, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize)
-                s["step"] = step
-        return loss
+    kernel_name = "adagrad_step"
+
+    def _hyperparameters(self, group):
+        return (float(group["lr"]), float(group["lr_decay"]), float(group["weight_decay"]), float(group["eps"]),
+                bool(group["maximize"]), group)
+
+    def _update(self, kernel, p, data, grad, hyper):
+        lr, lr_decay, weight_decay, eps, maximize, group = hyper
+        s = self.state[p]
+        state_sum = s.get("sum")
+        if state_sum is None:   # a state dict without this parameter's state was loaded
+            self._init_state(p, group)
+            state_sum = s["sum"]
+        step = s.get("step", 0) + 1
+        kernel(data, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize)
+        s["step"] = step
 
 
 class RMSprop(Optimizer):
@@ -440,43 +441,31 @@ class RMSprop(Optimizer):
         _nonneg(group["weight_decay"], "weight_decay value")
         _nonneg(group["alpha"], "alpha value")
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = None if closure is None else closure()
-        self._opt_called = True
-        kernel = backends.active().rmsprop_step
-        state = self.state
-        for group in self.param_groups:
-            lr = float(group["lr"])
-            alpha = float(group["alpha"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
-            momentum = float(group["momentum"])
-            centered = bool(group["centered"])
-            maximize = bool(group["maximize"])
-            for p in group["params"]:
-                data, grad = _grad_of(p)
-                if grad is None:
-                    continue
-                s = state[p]
-                square_avg = s.get("square_avg")
-                if square_avg is None:
-                    s.setdefault("step", 0)
-                    square_avg = s["square_avg"] = _zeros(data)
-                grad_avg = buf = None
-                if centered:
-                    grad_avg = s.get("grad_avg")
-                    if grad_avg is None:
-                        grad_avg = s["grad_avg"] = _zeros(data)
-                if momentum > 0:
-                    buf = s.get("momentum_buffer")
-                    if buf is None:
-                        buf = s["momentum_buffer"] = _zeros(data)
-                step = s.get("step", 0) + 1
-                kernel(data, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay, momentum, centered,
-                       maximize)
-                s["step"] = step
-        return loss
+    kernel_name = "rmsprop_step"
+
+    def _hyperparameters(self, group):
+        return (float(group["lr"]), float(group["alpha"]), float(group["eps"]), float(group["weight_decay"]),
+                float(group["momentum"]), bool(group["centered"]), bool(group["maximize"]))
+
+    def _update(self, kernel, p, data, grad, hyper):
+        lr, alpha, eps, weight_decay, momentum, centered, maximize = hyper
+        s = self.state[p]
+        square_avg = s.get("square_avg")
+        if square_avg is None:
+            s.setdefault("step", 0)
+            square_avg = s["square_avg"] = _zeros(data)
+        grad_avg = buf = None
+        if centered:
+            grad_avg = s.get("grad_avg")
+            if grad_avg is None:
+                grad_avg = s["grad_avg"] = _zeros(data)
+        if momentum > 0:
+            buf = s.get("momentum_buffer")
+            if buf is None:
+                buf = s["momentum_buffer"] = _zeros(data)
+        step = s.get("step", 0) + 1
+        kernel(data, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay, momentum, centered, maximize)
+        s["step"] = step
 
 
 _AMSGRAD_MESSAGE = ("amsgrad=True is not supported by fastnn: no backend kernel keeps the running maximum "
@@ -510,39 +499,27 @@ class Adam(Optimizer):
     def _normalize_group(self, group):
         group["betas"] = (float(group["betas"][0]), float(group["betas"][1]))
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = None if closure is None else closure()
-        self._opt_called = True
-        kernel = backends.active().adam_step
-        state = self.state
-        for group in self.param_groups:
-            if group["amsgrad"]:
-                raise NotImplementedError(_AMSGRAD_MESSAGE)
-            lr = float(group["lr"])
-            beta1, beta2 = group["betas"]
-            beta1 = float(beta1)
-            beta2 = float(beta2)
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
-            decoupled = bool(group["decoupled_weight_decay"])
-            maximize = bool(group["maximize"])
-            for p in group["params"]:
-                data, grad = _grad_of(p)
-                if grad is None:
-                    continue
-                s = state[p]
-                exp_avg = s.get("exp_avg")
-                exp_avg_sq = s.get("exp_avg_sq")
-                if exp_avg is None or exp_avg_sq is None:
-                    s["step"] = 0
-                    exp_avg = s["exp_avg"] = _zeros(data)
-                    exp_avg_sq = s["exp_avg_sq"] = _zeros(data)
-                step = s["step"] + 1
-                kernel(data, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled,
-                       maximize)
-                s["step"] = step
-        return loss
+    kernel_name = "adam_step"
+
+    def _hyperparameters(self, group):
+        if group["amsgrad"]:
+            raise NotImplementedError(_AMSGRAD_MESSAGE)
+        beta1, beta2 = group["betas"]
+        return (float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]),
+                bool(group["decoupled_weight_decay"]), bool(group["maximize"]))
+
+    def _update(self, kernel, p, data, grad, hyper):
+        lr, beta1, beta2, eps, weight_decay, decoupled, maximize = hyper
+        s = self.state[p]
+        exp_avg = s.get("exp_avg")
+        exp_avg_sq = s.get("exp_avg_sq")
+        if exp_avg is None or exp_avg_sq is None:
+            s["step"] = 0
+            exp_avg = s["exp_avg"] = _zeros(data)
+            exp_avg_sq = s["exp_avg_sq"] = _zeros(data)
+        step = s["step"] + 1
+        kernel(data, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize)
+        s["step"] = step
 
 
 class AdamW(Adam):
