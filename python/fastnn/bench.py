@@ -1273,12 +1273,14 @@ def plot_kernels(res, path):
         if c == res["headline"]:
             for y, v in zip(offs, vals):
                 if np.isfinite(v):
-                    ax.text(v * 1.05, y, f"{v:.1f}x" if v >= 10 else f"{v:.2f}x", va="center", fontsize=7)
+                    ax.text(v * 1.05, y, f"{v:.1f}x" if v >= 10 else f"{v:.2f}x", va="center", fontsize=7,
+                            zorder=5, bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none",
+                                                alpha=1.0))
     first = True
     for y, r in zip(ys, rows):
         goal = targets.get((r["kernel"], r["shape"]))
         if goal:
-            ax.plot([goal, goal], [y - 0.45, y + 0.45], color="black", lw=2,
+            ax.plot([goal, goal], [y - 0.45, y + 0.45], color="black", lw=2, zorder=3,
                     label="target" if first else None)
             first = False
     ax.axvline(1.0, color="black", lw=0.8, ls="--", label="textbook NumPy (= 1x)")

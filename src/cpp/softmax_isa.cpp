@@ -23,6 +23,23 @@ inline T row_max(const T* x, index_t n) {
   return m;
 }
 
+// e[j] = exp(x[j] - shift); returns the sum of e.
+template <class T>
+inline T exp_shifted(const T* x, T shift, T* e, index_t n) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (index_t j = 0; j < n; ++j) {
+    const T v = vexp(x[j] - shift);
+    e[j] = v;
+    sum += v;
+  }
+  return sum;
+}
+
+// Rows shorter than this take the block path below; longer rows vectorise on
+// their own and are better served by one fused exp-and-sum pass per row.
+constexpr index_t kShortRow = 64;
+
 // e (rows, cols) = exp(x - row max of x) for a block of rows, returning nothing:
 // the shift is written per row, then exp runs over the block as one flat loop,
 // so it is vectorised even when a row is shorter than a vector (C = 10).
@@ -58,11 +75,17 @@ void softmax_rows(const SoftmaxArgs<T>& a) {
     }
   }
   if (!a.log) {
-    exp_shifted_block(a.x + first * cols, a.y + first * cols, last - first, cols);
+    const bool short_rows = cols < kShortRow;
+    if (short_rows) exp_shifted_block(a.x + first * cols, a.y + first * cols, last - first, cols);
     for (index_t i = first; i < last; ++i) {
       T* y = a.y + i * cols;
       T sum = 0;
-      for (index_t j = 0; j < cols; ++j) sum += y[j];
+      if (short_rows) {
+        for (index_t j = 0; j < cols; ++j) sum += y[j];
+      } else {
+        const T* x = a.x + i * cols;
+        sum = exp_shifted(x, row_max(x, cols), y, cols);
+      }
       const T inv = T(1) / sum;
 #pragma omp simd
       for (index_t j = 0; j < cols; ++j) y[j] *= inv;
@@ -82,14 +105,18 @@ double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
   const T scale = T(a.grad_scale);
   return parallel_sum(a.rows, [&](index_t first, index_t last) {
   double total = 0;
-  if (a.dlogits) exp_shifted_block(a.logits + first * cols, a.dlogits + first * cols, last - first, cols);
+  const bool short_rows = cols < kShortRow;
+  if (a.dlogits && short_rows)
+    exp_shifted_block(a.logits + first * cols, a.dlogits + first * cols, last - first, cols);
   for (index_t i = first; i < last; ++i) {
     const T* z = a.logits + i * cols;
     T* g = a.dlogits ? a.dlogits + i * cols : nullptr;
     const T m = row_max(z, cols);
     T sum = 0;
-    if (g) {
+    if (g && short_rows) {
       for (index_t j = 0; j < cols; ++j) sum += g[j];
+    } else if (g) {
+      sum = exp_shifted(z, m, g, cols);
     } else {
 #pragma omp simd reduction(+ : sum)
       for (index_t j = 0; j < cols; ++j) sum += vexp(z[j] - m);
