@@ -33,3 +33,16 @@ def torch():
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     return torch
+
+
+# Activation kernels under test: name -> (extra arguments of forward and
+# backward, whether backward takes the output 'y' or the input 'x').
+ACTIVATION_CASES = {
+    "sigmoid": ((), "y"),
+    "tanh": ((), "y"),
+    "relu": ((), "y"),
+    "leaky_relu": ((), "x"),
+    "leaky_relu-0.2": ((0.2,), "x"),
+    "elu": ((), "x"),
+    "elu-0.7": ((0.7,), "x"),
+}

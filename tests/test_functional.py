@@ -117,16 +117,7 @@ def test_softmax_family_matches_reference(backend, rng, name, shape, dtype):
 
 # ---------------------------------------------------------------- activations
 
-# name -> (extra positional args for forward/backward, backward takes 'y' (output) or 'x' (input))
-ACTIVATION_CASES = {
-    "sigmoid": ((), "y"),
-    "tanh": ((), "y"),
-    "relu": ((), "y"),
-    "leaky_relu": ((), "x"),
-    "leaky_relu-0.2": ((0.2,), "x"),
-    "elu": ((), "x"),
-    "elu-0.7": ((0.7,), "x"),
-}
+from conftest import ACTIVATION_CASES
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -51,15 +51,7 @@ def away_from_zero(rng, shape, low=0.1, high=2.0):
 
 # -------------------------------------------------------------- activations
 
-ACTIVATION_CASES = {
-    "sigmoid": ((), "y"),
-    "tanh": ((), "y"),
-    "relu": ((), "y"),
-    "leaky_relu": ((), "x"),
-    "leaky_relu-0.2": ((0.2,), "x"),
-    "elu": ((), "x"),
-    "elu-0.7": ((0.7,), "x"),
-}
+from conftest import ACTIVATION_CASES
 
 
 @pytest.mark.parametrize("case", list(ACTIVATION_CASES))

@@ -296,9 +296,10 @@ class MLPClassifier:
         self.verbose = verbose
 
     def get_params(self, deep=True):
-        return {k: getattr(self, k) for k in ("hidden_layer_sizes", "activation", "batch_size", "learning_rate_init",
-                                              "max_iter", "alpha", "early_stopping", "validation_fraction",
-                                              "n_iter_no_change", "tol", "random_state", "verbose")}
+        """The constructor's arguments, as scikit-learn reads them."""
+        import inspect
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {name: getattr(self, name) for name in names}
 
     def set_params(self, **params):
         for key, value in params.items():
