@@ -71,6 +71,12 @@ class Builder:
     def uniform(self, lo, hi, *shape):
         return self.rng.uniform(lo, hi, shape).astype(self.dt)
 
+    def sparse(self, *shape):
+        """Mostly zeros, like image pixels: linear takes its sparse path for these."""
+        x = self.rng.standard_normal(shape)
+        x[self.rng.random(shape) < 0.9] = 0
+        return x.astype(self.dt)
+
     def simplex(self, n, c):
         p = self.rng.uniform(0.05, 1.0, (n, c))
         return (p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)).astype(self.dt)
@@ -152,6 +158,8 @@ def _spec_table():
     S["linear"] = [
         ("", lambda b: [("x", IN, b.normal(b.N, b.K)), ("W", IN, b.normal(b.K, b.C)), ("b", IN, b.normal(b.C)),
                         ("activation", STR, "relu"), ("out", OUT, b.out(b.N, b.C))]),
+        ("sparse x", lambda b: [("x", IN, b.sparse(b.N, b.K)), ("W", IN, b.normal(b.K, b.C)),
+                                ("b", IN, b.normal(b.C)), ("activation", STR, "tanh"), ("out", OUT, b.out(b.N, b.C))]),
     ]
     S["linear_backward"] = [
         ("relu", lambda b: [("x", IN, b.normal(b.N, b.K)), ("W", IN, b.normal(b.K, b.C)),
@@ -164,10 +172,19 @@ def _spec_table():
                             ("activation", STR, "none"), ("need_dx", BOOL, True),
                             ("dx_out", OUT, b.out(b.N, b.K)), ("dW_out", OUT, b.out(b.K, b.C)),
                             ("db_out", OUT, b.out(b.C)), ("dz_out", OUT, None)]),
+        ("sparse x", lambda b: [("x", IN, b.sparse(b.N, b.K)), ("W", IN, b.normal(b.K, b.C)),
+                                ("dy", IN, b.normal(b.N, b.C)), ("y", IN, b.uniform(-1, 1, b.N, b.C).clip(0)),
+                                ("activation", STR, "relu"), ("need_dx", BOOL, False),
+                                ("dx_out", OUT, None), ("dW_out", OUT, b.out(b.K, b.C)),
+                                ("db_out", OUT, b.out(b.C)), ("dz_out", OUT, b.out(b.N, b.C))]),
     ]
     S["gather_rows"] = [
         ("", lambda b: [("x", IN, b.normal(b.N, b.C)), ("index", LAB, b.labels(b.K, b.N)),
                         ("out", OUT, b.out(b.K, b.C))]),
+    ]
+    S["block_sparse"] = [
+        ("rows", lambda b: [("x", IN, b.sparse(b.N, b.C)), ("by_columns", BOOL, False)]),
+        ("columns", lambda b: [("x", IN, b.sparse(b.N, b.C)), ("by_columns", BOOL, True)]),
     ]
 
     S["sgd_step"] = [

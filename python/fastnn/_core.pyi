@@ -75,6 +75,14 @@ def linear_backward(x: Array, W: Array, dy: Array, y: Optional[Array] = None, ac
 def gather_rows(x: Array, index: Array, out: Optional[Array] = None) -> Array:
     """x[index] for int64 index (B,), rows copied in parallel; any plain dtype."""
 
+def block_sparse(x: Array, by_columns: bool = False) -> Optional[Tuple[Array, Array, Array]]:
+    """The form in which linear() / linear_backward() multiply a mostly-zero x (N, K),
+    or None when x is too dense and they use the GEMM. Lines are x's rows (the
+    forward) or, with by_columns, its columns (the weight gradient), grouped by 4:
+    count (blocks,) int64 = positions listed per block; index (entries,) int32 =
+    the positions where any line of the block is nonzero (NaN counts); values
+    (entries, 4) = the block's lines at those positions."""
+
 def sgd_step(param: Array, grad: Array, momentum_buf: Optional[Array], lr: float, momentum: float = 0.0,
              dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, maximize: bool = False,
              first_step: bool = True) -> None:

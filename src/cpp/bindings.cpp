@@ -381,6 +381,37 @@ py::tuple linear_backward(const py::array& x, const py::array& W, const py::arra
   return py::make_tuple(dx ? py::object(*dx) : py::object(py::none()), dW, db);
 }
 
+// x's block-sparse form (see kernels.h) as (count, index, values) arrays, or
+// None when linear() would multiply x densely.
+py::object block_sparse(const py::array& x, bool by_columns) {
+  check_input(x, "x");
+  check_ndim(x, 2, "x");
+  return by_dtype(x, [&](auto t) -> py::object {
+    using T = decltype(t);
+    fastnn::BlockSparse<T> a;
+    bool sparse;
+    {
+      py::gil_scoped_release release;
+      sparse = fastnn::block_sparse_form(ptr<T>(x), x.shape(0), x.shape(1), by_columns, a);
+    }
+    if (!sparse) return py::none();
+    const index_t blocks = a.blocks(), lines = fastnn::kSparseBlockLines;
+    index_t entries = 0;
+    for (index_t b = 0; b < blocks; ++b) entries += a.count[b];
+    py::array_t<std::int64_t> count(blocks);
+    py::array_t<std::int32_t> index(entries);
+    py::array_t<T> values({entries, lines});
+    index_t e = 0;
+    for (index_t b = 0; b < blocks; ++b) {
+      count.mutable_data()[b] = a.count[b];
+      std::memcpy(index.mutable_data() + e, a.index + b * a.capacity, a.count[b] * sizeof(std::int32_t));
+      std::memcpy(values.mutable_data() + e * lines, a.value + b * a.capacity * lines, a.count[b] * lines * sizeof(T));
+      e += a.count[b];
+    }
+    return py::make_tuple(count, index, values);
+  });
+}
+
 py::array gather_rows(const py::array& x, const py::array& index, const OptArray& out) {
   // Rows are copied as raw bytes, which is wrong for Python object references.
   if (x.dtype().attr("hasobject").cast<bool>())
@@ -582,6 +613,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("dx_out").noconvert() = py::none(), py::arg("dW_out").noconvert() = py::none(),
         py::arg("db_out").noconvert() = py::none(), py::arg("dz_out").noconvert() = py::none());
   m.def("gather_rows", &gather_rows, x_arg, py::arg("index").noconvert(), out_arg);
+  m.def("block_sparse", &block_sparse, x_arg, py::arg("by_columns") = false);
 
   auto param_arg = py::arg("param").noconvert();
   auto grad_arg = py::arg("grad").noconvert();

@@ -55,6 +55,45 @@ struct CrossEntropyArgs {
   double grad_scale = 1.0;
 };
 
+// A mostly-zero matrix A (lines, depth) kept by blocks of kSparseBlockLines
+// consecutive lines: block b lists the positions k (ascending) where any of its
+// lines is nonzero, count[b] of them, at index[b * capacity + q]; line r of the
+// block has its value there at value[(b * capacity + q) * kSparseBlockLines + r]
+// (zeros included). Lines past the end of A in the last block are zeros.
+constexpr int kSparseBlockLines = 4;
+template <class T>
+struct BlockSparse {
+  index_t lines = 0;
+  index_t capacity = 0;
+  const index_t* count = nullptr;
+  const std::int32_t* index = nullptr;
+  const T* value = nullptr;
+  index_t blocks() const { return (lines + kSparseBlockLines - 1) / kSparseBlockLines; }
+};
+
+// C (a.lines, n) = act(A @ B + bias) for a mostly-zero A, B (depth, n) with row
+// stride n, bias (n,) or null: the products with A's zeros are mostly skipped.
+// A linear layer's forward is x @ W with A = x (lines = x's rows); its weight
+// gradient x^T @ dz is the same product with A = x^T (lines = x's columns).
+template <class T>
+struct SparseMatmulArgs {
+  BlockSparse<T> a;
+  const T* B = nullptr;
+  const T* bias = nullptr;
+  T* C = nullptr;
+  index_t n = 0;
+  Act act = Act::none;
+};
+
+// Buffers a block_sparse_* builder fills: count (blocks), index (blocks *
+// capacity), value (blocks * kSparseBlockLines * capacity).
+template <class T>
+struct BlockSparseBuffers {
+  index_t* count;
+  std::int32_t* index;
+  T* value;
+};
+
 // Optimizer hyperparameters (torch.optim's names). step counts from 1 and is
 // incremented by the caller before the call.
 struct SgdHyper {
@@ -84,6 +123,18 @@ struct AdamHyper {
                                 index_t n, const RmspropHyper&);                                          \
   void (*adam_step_##suffix)(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, const AdamHyper&);
 
+// block_sparse_rows / block_sparse_columns: x (rows, cols) as a BlockSparse
+// whose lines are x's rows (capacity cols) or x's columns (capacity rows),
+// unless it has more than max_entries entries: then they return false early.
+// all_finite: whether no element of x (n,) is infinite or NaN.
+#define FASTNN_SPARSE_SIGNATURES(T, suffix)                                                              \
+  bool (*block_sparse_rows_##suffix)(const T* x, index_t rows, index_t cols, index_t max_entries,         \
+                                     const BlockSparseBuffers<T>& out);                                   \
+  bool (*block_sparse_columns_##suffix)(const T* x, index_t rows, index_t cols, index_t max_entries,      \
+                                        const BlockSparseBuffers<T>& out);                                \
+  bool (*all_finite_##suffix)(const T* x, index_t n);                                                     \
+  void (*sparse_matmul_##suffix)(const SparseMatmulArgs<T>&);
+
 struct IsaKernels {
   const char* name;
   void (*gemm_f32)(const GemmArgs<float>&);
@@ -92,6 +143,8 @@ struct IsaKernels {
   void (*softmax_f64)(const SoftmaxArgs<double>&);
   double (*cross_entropy_f32)(const CrossEntropyArgs<float>&);
   double (*cross_entropy_f64)(const CrossEntropyArgs<double>&);
+  FASTNN_SPARSE_SIGNATURES(float, f32)
+  FASTNN_SPARSE_SIGNATURES(double, f64)
   FASTNN_OPTIM_SIGNATURES(float, f32)
   FASTNN_OPTIM_SIGNATURES(double, f64)
 };
@@ -110,6 +163,19 @@ inline void softmax(const SoftmaxArgs<float>& a) { isa_kernels().softmax_f32(a);
 inline void softmax(const SoftmaxArgs<double>& a) { isa_kernels().softmax_f64(a); }
 inline double cross_entropy(const CrossEntropyArgs<float>& a) { return isa_kernels().cross_entropy_f32(a); }
 inline double cross_entropy(const CrossEntropyArgs<double>& a) { return isa_kernels().cross_entropy_f64(a); }
+#define FASTNN_SPARSE_FRONT_DOORS(T, suffix)                                                               \
+  inline bool block_sparse_rows(const T* x, index_t rows, index_t cols, index_t max_entries,                 \
+                                const BlockSparseBuffers<T>& out) {                                         \
+    return isa_kernels().block_sparse_rows_##suffix(x, rows, cols, max_entries, out);                       \
+  }                                                                                                         \
+  inline bool block_sparse_columns(const T* x, index_t rows, index_t cols, index_t max_entries,              \
+                                   const BlockSparseBuffers<T>& out) {                                      \
+    return isa_kernels().block_sparse_columns_##suffix(x, rows, cols, max_entries, out);                    \
+  }                                                                                                         \
+  inline bool all_finite(const T* x, index_t n) { return isa_kernels().all_finite_##suffix(x, n); }         \
+  inline void sparse_matmul(const SparseMatmulArgs<T>& a) { isa_kernels().sparse_matmul_##suffix(a); }
+FASTNN_SPARSE_FRONT_DOORS(float, f32)
+FASTNN_SPARSE_FRONT_DOORS(double, f64)
 #define FASTNN_OPTIM_FRONT_DOORS(T, suffix)                                                                  \
   inline void sgd_step(T* p, const T* g, T* buf, index_t n, const SgdHyper& h) {                              \
     isa_kernels().sgd_step_##suffix(p, g, buf, n, h);                                                         \
@@ -134,6 +200,11 @@ FASTNN_OPTIM_FRONT_DOORS(double, f64)
   void adagrad_step_##suffix(T*, const T*, T*, index_t, const AdagradHyper&);                                \
   void rmsprop_step_##suffix(T*, const T*, T*, T*, T*, index_t, const RmspropHyper&);                        \
   void adam_step_##suffix(T*, const T*, T*, T*, index_t, const AdamHyper&);
+#define FASTNN_DECLARE_SPARSE(T, suffix)                                                        \
+  bool block_sparse_rows_##suffix(const T*, index_t, index_t, index_t, const BlockSparseBuffers<T>&);    \
+  bool block_sparse_columns_##suffix(const T*, index_t, index_t, index_t, const BlockSparseBuffers<T>&); \
+  bool all_finite_##suffix(const T*, index_t);                                                     \
+  void sparse_matmul_##suffix(const SparseMatmulArgs<T>&);
 #define FASTNN_DECLARE_ISA_KERNELS(ns)                                        \
   namespace fastnn { namespace ns {                                           \
   void gemm_f32(const GemmArgs<float>&);                                      \
@@ -142,6 +213,8 @@ FASTNN_OPTIM_FRONT_DOORS(double, f64)
   void softmax_f64(const SoftmaxArgs<double>&);                               \
   double cross_entropy_f32(const CrossEntropyArgs<float>&);                   \
   double cross_entropy_f64(const CrossEntropyArgs<double>&);                  \
+  FASTNN_DECLARE_SPARSE(float, f32)                                           \
+  FASTNN_DECLARE_SPARSE(double, f64)                                          \
   FASTNN_DECLARE_OPTIM(float, f32)                                            \
   FASTNN_DECLARE_OPTIM(double, f64)                                           \
   } }

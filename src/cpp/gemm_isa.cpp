@@ -121,16 +121,6 @@ static ScratchBuf& thread_scratch() {
 
 // --------------------------------------------------------------- epilogue ----
 template <class T>
-static inline T act_scalar(T x, Act a) {
-  switch (a) {
-    case Act::relu: return x < T(0) ? T(0) : x;  // NaN propagates
-    case Act::sigmoid: return T(1) / (T(1) + std::exp(-x));
-    case Act::tanh: return std::tanh(x);
-    default: return x;
-  }
-}
-
-template <class T>
 struct Epi {
   const T* bias;  // bias of the tile's first column (null: none)
   Act act;
@@ -161,13 +151,13 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       T v = t[j];
       if (e.load_c) v += c[j];
       if (add_bias) v += e.bias[j];
-      if (relu) v = act_scalar(v, Act::relu);
+      if (relu) v = simd::act_scalar(v, Act::relu);
       c[j] = v;
     }
   }
   if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
     for (int r = 0; r < m; ++r)
-      for (int j = 0; j < n; ++j) C[r * ldc + j] = act_scalar(C[r * ldc + j], e.act);
+      for (int j = 0; j < n; ++j) C[r * ldc + j] = simd::act_scalar(C[r * ldc + j], e.act);
 }
 
 // ------------------------------------------------------------ microkernel ----
@@ -237,7 +227,7 @@ static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T*
       if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh)) {
         for (int r = 0; r < M_; ++r) {
           T* c = C + r * ldc;
-          for (int j = 0; j < NRp; ++j) c[j] = act_scalar(c[j], e.act);
+          for (int j = 0; j < NRp; ++j) c[j] = simd::act_scalar(c[j], e.act);
         }
       }
       return;
@@ -416,7 +406,7 @@ static void gemm_block_naive(const GemmArgs<T>& g, index_t m0, index_t m1, index
       }
       if (g.accumulate) s += c[j];
       if (g.bias) s += g.bias[j];
-      c[j] = act_scalar(s, g.act);
+      c[j] = simd::act_scalar(s, g.act);
     }
   }
 }
@@ -491,7 +481,7 @@ static void gemm_k0(const GemmArgs<T>& g) {
     for (index_t j = 0; j < g.N; ++j) {
       T v = g.accumulate ? c[j] : T(0);
       if (g.bias) v += g.bias[j];
-      c[j] = act_scalar(v, g.act);
+      c[j] = simd::act_scalar(v, g.act);
     }
   }
 }

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "common.h"
+#include "dispatch.h"
 
 namespace fastnn {
 
@@ -44,6 +44,13 @@ template <class T>
 void binary_cross_entropy_with_logits_backward(const T* z, const T* t, T* dz, index_t n, double scale);
 
 // ---- linear layer, W is (in, out) so that y = x @ W + b.
+// A mostly-zero x (the pixels of an image) is multiplied by its nonzeros only:
+// block_sparse_form gives x (rows, cols) in the form the forward (lines = rows)
+// or the weight gradient (by_columns: lines = columns) uses, or false when x is
+// too dense for it to pay. `a` points into per-thread buffers, valid until the
+// thread's next call.
+template <class T>
+bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, BlockSparse<T>& a);
 // x (rows, in), W (in, out), b (out,) or null -> y (rows, out) = act(x @ W + b).
 template <class T>
 void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act);

@@ -1,7 +1,11 @@
 // A linear layer y = act(x @ W + b) and its backward pass, built on the
 // dispatched GEMM. The forward's bias and activation happen in the GEMM's store;
 // the backward computes dz = dy * act'(y) and db in one pass, then two GEMMs.
+// When x is mostly zeros (the pixels of an image) x @ W and x^T @ dz skip them.
+#include <algorithm>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include "dispatch.h"
 #include "kernels.h"
@@ -50,10 +54,63 @@ void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t row
       min_columns);
 }
 
+// x's block-sparse form is used when at most this share of its blocks'
+// positions are listed: past it the dense GEMM is faster (measured on the
+// MNIST layer shapes, where the sparse products take ~1.1 cycles per 16-wide
+// multiply-add and the GEMM ~1.3).
+constexpr double kSparseMaxDensity = 0.5;
+
+// x's block-sparse form, in grow-only per-thread buffers: no allocation per call
+// after warm-up, nothing shared between concurrent calls.
+template <class T>
+struct SparseInput {
+  std::vector<index_t> count;
+  std::vector<std::int32_t> index;
+  std::vector<T> value;
+
+  static SparseInput& for_this_thread() {
+    static thread_local SparseInput buffers;
+    return buffers;
+  }
+
+  bool convert(const T* x, index_t rows, index_t cols, bool by_columns, BlockSparse<T>& a) {
+    if (std::max(rows, cols) > std::numeric_limits<std::int32_t>::max()) return false;
+    a.lines = by_columns ? cols : rows;
+    a.capacity = by_columns ? rows : cols;
+    const index_t blocks = a.blocks();
+    count.resize(blocks);
+    if (index_t(index.size()) < blocks * a.capacity) index.resize(blocks * a.capacity);
+    if (index_t(value.size()) < blocks * a.capacity * kSparseBlockLines)
+      value.resize(blocks * a.capacity * kSparseBlockLines);
+    const BlockSparseBuffers<T> out{count.data(), index.data(), value.data()};
+    const index_t max_entries = index_t(kSparseMaxDensity * double(blocks) * double(a.capacity));
+    const bool sparse = by_columns ? block_sparse_columns(x, rows, cols, max_entries, out)
+                                   : block_sparse_rows(x, rows, cols, max_entries, out);
+    a.count = count.data();
+    a.index = index.data();
+    a.value = value.data();
+    return sparse;
+  }
+};
+
 }  // namespace
 
 template <class T>
+bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, BlockSparse<T>& a) {
+  return SparseInput<T>::for_this_thread().convert(x, rows, cols, by_columns, a);
+}
+
+template <class T>
 void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act) {
+  SparseMatmulArgs<T> s;
+  // Skipping x's zeros also skips their 0 * W terms, which are only not 0 when
+  // W holds an infinity or a NaN: then the dense product gives the NaNs.
+  if (block_sparse_form(x, rows, in, false, s.a) &&
+      all_finite(W, in * out)) {
+    s.B = W; s.bias = b; s.C = y; s.n = out; s.act = act;
+    sparse_matmul(s);
+    return;
+  }
   GemmArgs<T> g;
   g.M = rows; g.N = out; g.K = in;
   g.A = x; g.lda = in;
@@ -70,13 +127,20 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
   if (act != Act::none || db) activation_grad_and_bias(dy, y, dz, db, rows, out, act);
   const T* grad = act == Act::none ? dy : dz;
   // dW (in, out) = x^T (in, rows) @ grad (rows, out)
-  GemmArgs<T> gw;
-  gw.trans_a = true;
-  gw.M = in; gw.N = out; gw.K = rows;
-  gw.A = x; gw.lda = in;
-  gw.B = grad; gw.ldb = out;
-  gw.C = dW; gw.ldc = out;
-  gemm(gw);
+  SparseMatmulArgs<T> s;
+  if (block_sparse_form(x, rows, in, true, s.a) &&
+      all_finite(grad, rows * out)) {
+    s.B = grad; s.C = dW; s.n = out;
+    sparse_matmul(s);
+  } else {
+    GemmArgs<T> gw;
+    gw.trans_a = true;
+    gw.M = in; gw.N = out; gw.K = rows;
+    gw.A = x; gw.lda = in;
+    gw.B = grad; gw.ldb = out;
+    gw.C = dW; gw.ldc = out;
+    gemm(gw);
+  }
   if (dx) {
     // dx (rows, in) = grad (rows, out) @ W^T (out, in)
     GemmArgs<T> gx;
@@ -100,6 +164,7 @@ void gather_rows(const char* x, const std::int64_t* index, char* out, index_t co
 }
 
 #define FASTNN_INSTANTIATE(T)                                                                        \
+  template bool block_sparse_form<T>(const T*, index_t, index_t, bool, BlockSparse<T>&);             \
   template void linear_forward<T>(const T*, const T*, const T*, T*, index_t, index_t, index_t, Act); \
   template void linear_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, index_t,  \
                                    index_t, index_t, Act);

@@ -15,11 +15,16 @@ namespace {
 // Elementwise work per parameter element is a few flops; split only large tensors.
 constexpr index_t kOptimGrain = 1 << 16;
 
+// body(i) for i in [0, n). Each chunk works on its own copy of body (which
+// captures by value): were its hyperparameters reached through a reference, the
+// compiler would have to reload them after every store to the parameter, and
+// the loop would not vectorise (it ran 15x slower on one thread).
 template <class Body>
 void for_each_element(index_t n, Body body) {
-  parallel_for(n, [&](index_t begin, index_t end) {
+  parallel_for(n, [body](index_t begin, index_t end) {
+    const Body element = body;
 #pragma omp simd
-    for (index_t i = begin; i < end; ++i) body(i);
+    for (index_t i = begin; i < end; ++i) element(i);
   }, kOptimGrain);
 }
 
@@ -28,7 +33,7 @@ void sgd_update(T* param, const T* grad, T* momentum_buf, index_t n, const SgdHy
   const T lr_ = T(h.lr), mu = T(h.momentum), damp = T(1.0 - h.dampening), wd = T(h.weight_decay);
   const T sign = h.maximize ? T(-1) : T(1);
   const bool use_momentum = h.momentum != 0.0, nesterov = h.nesterov, first_step = h.first_step;
-  for_each_element(n, [&](index_t i) {
+  for_each_element(n, [=](index_t i) {
     T g = sign * grad[i];
     if (wd != T(0)) g += wd * param[i];
     if (use_momentum) {
@@ -44,7 +49,7 @@ template <class T>
 void adagrad_update(T* param, const T* grad, T* state_sum, index_t n, const AdagradHyper& h) {
   const T clr = T(h.lr / (1.0 + (h.step - 1.0) * h.lr_decay)), wd = T(h.weight_decay), eps_ = T(h.eps);
   const T sign = h.maximize ? T(-1) : T(1);
-  for_each_element(n, [&](index_t i) {
+  for_each_element(n, [=](index_t i) {
     T g = sign * grad[i];
     if (wd != T(0)) g += wd * param[i];
     const T s = state_sum[i] + g * g;
@@ -60,7 +65,7 @@ void rmsprop_update(T* param, const T* grad, T* square_avg, T* grad_avg, T* mome
           wd = T(h.weight_decay), mu = T(h.momentum);
   const T sign = h.maximize ? T(-1) : T(1);
   const bool use_momentum = h.momentum > 0.0, centered = h.centered;
-  for_each_element(n, [&](index_t i) {
+  for_each_element(n, [=](index_t i) {
     T g = sign * grad[i];
     if (wd != T(0)) g += wd * param[i];
     const T sq = a * square_avg[i] + one_minus_a * g * g;
@@ -94,7 +99,7 @@ void adam_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, 
   const T decay = h.decoupled_weight_decay ? T(1.0 - h.lr * h.weight_decay) : T(1);
   const T coupled_wd = h.decoupled_weight_decay ? T(0) : T(h.weight_decay);
   const T sign = h.maximize ? T(-1) : T(1);
-  for_each_element(n, [&](index_t i) {
+  for_each_element(n, [=](index_t i) {
     const T p = param[i] * decay;
     T g = sign * grad[i];
     // Skipped, not multiplied by zero, so that an inf parameter does not turn the moments into NaN.

@@ -9,8 +9,11 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstddef>
 #include <utility>
+
+#include "common.h"
 
 #ifndef FASTNN_ISA_NS
 #error "simd.h is only for ISA translation units (FASTNN_ISA_NS must be defined)"
@@ -81,6 +84,33 @@ static inline vf relu(vf x) {
 static inline vd relu(vd x) {
   const vd z = {};
   return x < z ? z : x;
+}
+
+// Lanes of v that are not zero (NaN counts as not zero), as bits of an int.
+#if FASTNN_VBYTES == 64
+static inline unsigned nonzero_mask(vf v) { return _mm512_cmp_ps_mask((__m512)v, _mm512_setzero_ps(), _CMP_NEQ_UQ); }
+static inline unsigned nonzero_mask(vd v) { return _mm512_cmp_pd_mask((__m512d)v, _mm512_setzero_pd(), _CMP_NEQ_UQ); }
+#elif FASTNN_VBYTES == 32
+static inline unsigned nonzero_mask(vf v) {
+  return _mm256_movemask_ps(_mm256_cmp_ps((__m256)v, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+}
+static inline unsigned nonzero_mask(vd v) {
+  return _mm256_movemask_pd(_mm256_cmp_pd((__m256d)v, _mm256_setzero_pd(), _CMP_NEQ_UQ));
+}
+#else
+static inline unsigned nonzero_mask(vf v) { return _mm_movemask_ps(_mm_cmpneq_ps((__m128)v, _mm_setzero_ps())); }
+static inline unsigned nonzero_mask(vd v) { return _mm_movemask_pd(_mm_cmpneq_pd((__m128d)v, _mm_setzero_pd())); }
+#endif
+
+// A fused activation on one value (the vector paths handle relu themselves).
+template <class T>
+static inline T act_scalar(T x, Act a) {
+  switch (a) {
+    case Act::relu: return x < T(0) ? T(0) : x;  // NaN propagates
+    case Act::sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case Act::tanh: return std::tanh(x);
+    default: return x;
+  }
 }
 
 // Interleave the low (high) halves of a and b: {a0,b0,a1,b1,...}.

@@ -1,8 +1,6 @@
 // Softmax, log-softmax and fused softmax-cross-entropy, one pass per row.
 // Compiled once per instruction set (see FASTNN_ISA_SOURCES); the row loops
 // are written for the auto-vectorizer with vexp() from vector_math.h.
-#include <cmath>
-
 #include "dispatch.h"
 #include "parallel.h"
 #include "vector_math.h"
@@ -36,95 +34,119 @@ inline T exp_shifted(const T* x, T shift, T* e, index_t n) {
   return sum;
 }
 
-// Rows shorter than this take the block path below; longer rows vectorise on
-// their own and are better served by one fused exp-and-sum pass per row.
+// Rows shorter than this (C = 10 classes) are too short to vectorise one at a
+// time: a vector loop over 10 elements is mostly set-up and tail. They are
+// processed a block of rows at a time instead, with the exp and the log each
+// running as one flat vector loop over the block. Longer rows vectorise on
+// their own and take one fused exp-and-sum pass per row.
 constexpr index_t kShortRow = 64;
+constexpr index_t kShortBlock = 1024;  // elements per block: the block stays in L1
 
-// e (rows, cols) = exp(x - row max of x) for a block of rows, returning nothing:
-// the shift is written per row, then exp runs over the block as one flat loop,
-// so it is vectorised even when a row is shorter than a vector (C = 10).
-// e may be x itself.
+// Per-row results of a block of short rows.
 template <class T>
-inline void exp_shifted_block(const T* x, T* e, index_t rows, index_t cols) {
-  for (index_t i = 0; i < rows; ++i) {
-    const T m = row_max(x + i * cols, cols);
-    for (index_t j = 0; j < cols; ++j) e[i * cols + j] = x[i * cols + j] - m;
-  }
-  const index_t n = rows * cols;
+struct ShortRows {
+  T max[kShortBlock];
+  T sum[kShortBlock];      // sum of exp(x - max)
+  T log_sum[kShortBlock];  // filled by take_logs()
+  index_t rows;
+
+  // e (rows, cols) = exp(x - row max) for rows*cols <= kShortBlock; e may be x.
+  void exp_rows(const T* x, T* e, index_t n_rows, index_t cols) {
+    rows = n_rows;
+    for (index_t i = 0; i < rows; ++i) {
+      const T* xi = x + i * cols;
+      T m = xi[0];
+      for (index_t j = 1; j < cols; ++j) m = xi[j] > m ? xi[j] : m;
+      max[i] = m;  // a NaN is skipped here but still reaches the row's sum
+      for (index_t j = 0; j < cols; ++j) e[i * cols + j] = xi[j] - m;
+    }
+    const index_t n = rows * cols;
 #pragma omp simd
-  for (index_t k = 0; k < n; ++k) e[k] = vexp(e[k]);
+    for (index_t k = 0; k < n; ++k) e[k] = vexp(e[k]);
+    for (index_t i = 0; i < rows; ++i) {
+      T s = 0;
+      for (index_t j = 0; j < cols; ++j) s += e[i * cols + j];
+      sum[i] = s;
+    }
+  }
+
+  void take_logs() {
+#pragma omp simd
+    for (index_t i = 0; i < rows; ++i) log_sum[i] = vlog(sum[i]);
+  }
+};
+
+// Calls body(first_row, n_rows) for consecutive blocks of at most kShortBlock elements.
+template <class Body>
+inline void for_each_short_block(index_t first, index_t last, index_t cols, Body body) {
+  const index_t block_rows = kShortBlock / (cols > 0 ? cols : 1);
+  for (index_t i = first; i < last; i += block_rows) body(i, (last - i < block_rows) ? last - i : block_rows);
 }
 
 template <class T>
 void softmax_rows(const SoftmaxArgs<T>& a) {
   const index_t cols = a.cols;
   parallel_for(a.rows, [&](index_t first, index_t last) {
-  for (index_t i = first; i < last; ++i) {
-    const T* x = a.x + i * cols;
-    T* y = a.y + i * cols;
-    if (a.log) {
-      // y = (x - m) - log(sum): subtracting m first keeps float32 exact for huge
-      // logits; y is written only after x is read, so y may be x itself.
-      const T m = row_max(x, cols);
-      T sum = 0;
-#pragma omp simd reduction(+ : sum)
-      for (index_t j = 0; j < cols; ++j) sum += vexp(x[j] - m);
-      const T log_sum = std::log(sum);
-#pragma omp simd
-      for (index_t j = 0; j < cols; ++j) y[j] = (x[j] - m) - log_sum;
+    if (cols < kShortRow) {
+      ShortRows<T> r;
+      T scratch[kShortBlock];
+      for_each_short_block(first, last, cols, [&](index_t i0, index_t n_rows) {
+        const T* x = a.x + i0 * cols;
+        T* y = a.y + i0 * cols;
+        if (a.log) {
+          // y = (x - max) - log(sum): subtracting the max first keeps float32
+          // exact for huge logits; x is read before y is written (y may be x).
+          r.exp_rows(x, scratch, n_rows, cols);
+          r.take_logs();
+          for (index_t i = 0; i < n_rows; ++i)
+            for (index_t j = 0; j < cols; ++j) y[i * cols + j] = (x[i * cols + j] - r.max[i]) - r.log_sum[i];
+        } else {
+          r.exp_rows(x, y, n_rows, cols);
+          for (index_t i = 0; i < n_rows; ++i) {
+            const T inv = T(1) / r.sum[i];
+            for (index_t j = 0; j < cols; ++j) y[i * cols + j] *= inv;
+          }
+        }
+      });
+      return;
     }
-  }
-  if (!a.log) {
-    const bool short_rows = cols < kShortRow;
-    if (short_rows) exp_shifted_block(a.x + first * cols, a.y + first * cols, last - first, cols);
     for (index_t i = first; i < last; ++i) {
+      const T* x = a.x + i * cols;
       T* y = a.y + i * cols;
-      T sum = 0;
-      if (short_rows) {
-        for (index_t j = 0; j < cols; ++j) sum += y[j];
-      } else {
-        const T* x = a.x + i * cols;
-        sum = exp_shifted(x, row_max(x, cols), y, cols);
-      }
-      const T inv = T(1) / sum;
+      const T m = row_max(x, cols);
+      if (a.log) {
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (index_t j = 0; j < cols; ++j) sum += vexp(x[j] - m);
+        const T log_sum = vlog(sum);
 #pragma omp simd
-      for (index_t j = 0; j < cols; ++j) y[j] *= inv;
+        for (index_t j = 0; j < cols; ++j) y[j] = (x[j] - m) - log_sum;
+      } else {
+        const T inv = T(1) / exp_shifted(x, m, y, cols);
+#pragma omp simd
+        for (index_t j = 0; j < cols; ++j) y[j] *= inv;
+      }
     }
-  }
   }, row_grain(cols));
 }
 
 // Loss of one row, with t' = (1 - s) * target + s / C the smoothed target:
 //   loss = sum_c t'_c * (lse - z_c),   dloss/dz_c = p_c * sum_c t'_c - t'_c.
+// Every term is taken relative to the row max m, which keeps float32 exact for
+// logits as large as 1e4: lse - z = log_sum - (z - m).
 template <class T>
-double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
-  const index_t cols = a.cols;
-  const T s = T(a.label_smoothing);
-  const T uniform = s / T(cols);
-  const T keep = T(1) - s;
-  const T scale = T(a.grad_scale);
-  return parallel_sum(a.rows, [&](index_t first, index_t last) {
-  double total = 0;
-  const bool short_rows = cols < kShortRow;
-  if (a.dlogits && short_rows)
-    exp_shifted_block(a.logits + first * cols, a.dlogits + first * cols, last - first, cols);
-  for (index_t i = first; i < last; ++i) {
+struct CrossEntropyRow {
+  const CrossEntropyArgs<T>& a;
+  T s, uniform, keep, scale;
+
+  explicit CrossEntropyRow(const CrossEntropyArgs<T>& args)
+      : a(args), s(T(args.label_smoothing)), uniform(s / T(args.cols)), keep(T(1) - s), scale(T(args.grad_scale)) {}
+
+  // Row i's loss from its max m, sum of exp(z - m) and its log; g, if not null,
+  // holds exp(z - m) on entry and the gradient on exit.
+  T operator()(index_t i, T m, T sum, T log_sum, T* g) const {
+    const index_t cols = a.cols;
     const T* z = a.logits + i * cols;
-    T* g = a.dlogits ? a.dlogits + i * cols : nullptr;
-    const T m = row_max(z, cols);
-    T sum = 0;
-    if (g && short_rows) {
-      for (index_t j = 0; j < cols; ++j) sum += g[j];
-    } else if (g) {
-      sum = exp_shifted(z, m, g, cols);
-    } else {
-#pragma omp simd reduction(+ : sum)
-      for (index_t j = 0; j < cols; ++j) sum += vexp(z[j] - m);
-    }
-    // Every term is taken relative to the row max m, which keeps float32 exact
-    // for logits as large as 1e4: lse - z = log_sum - (z - m).
-    const T log_sum = std::log(sum);
-    T loss;
     if (a.labels) {
       const std::int64_t label = a.labels[i];
       T shifted_sum = 0;
@@ -132,34 +154,67 @@ double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
 #pragma omp simd reduction(+ : shifted_sum)
         for (index_t j = 0; j < cols; ++j) shifted_sum += z[j] - m;
       }
-      loss = keep * (log_sum - (z[label] - m)) + (s != T(0) ? s * (log_sum - shifted_sum / T(cols)) : T(0));
       if (g) {
         const T p_scale = scale / sum;
         const T u = scale * uniform;
-#pragma omp simd
         for (index_t j = 0; j < cols; ++j) g[j] = g[j] * p_scale - u;
         g[label] -= scale * keep;
       }
-    } else {
-      const T* t = a.target + i * cols;
-      T t_sum = 0, tz_sum = 0;
-#pragma omp simd reduction(+ : t_sum, tz_sum)
-      for (index_t j = 0; j < cols; ++j) {
-        const T tj = keep * t[j] + uniform;
-        t_sum += tj;
-        tz_sum += tj * (z[j] - m);
-      }
-      loss = log_sum * t_sum - tz_sum;
-      if (g) {
-        const T p_scale = scale * t_sum / sum;
-#pragma omp simd
-        for (index_t j = 0; j < cols; ++j) g[j] = g[j] * p_scale - scale * (keep * t[j] + uniform);
-      }
+      return keep * (log_sum - (z[label] - m)) + (s != T(0) ? s * (log_sum - shifted_sum / T(cols)) : T(0));
     }
-    if (a.row_loss) a.row_loss[i] = loss;
-    total += double(loss);
+    const T* t = a.target + i * cols;
+    T t_sum = 0, tz_sum = 0;
+#pragma omp simd reduction(+ : t_sum, tz_sum)
+    for (index_t j = 0; j < cols; ++j) {
+      const T tj = keep * t[j] + uniform;
+      t_sum += tj;
+      tz_sum += tj * (z[j] - m);
+    }
+    if (g) {
+      const T p_scale = scale * t_sum / sum;
+      for (index_t j = 0; j < cols; ++j) g[j] = g[j] * p_scale - scale * (keep * t[j] + uniform);
+    }
+    return log_sum * t_sum - tz_sum;
   }
-  return total;
+};
+
+template <class T>
+double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
+  const index_t cols = a.cols;
+  const CrossEntropyRow<T> row_loss(a);
+  return parallel_sum(a.rows, [&](index_t first, index_t last) {
+    double total = 0;
+    if (cols < kShortRow) {
+      ShortRows<T> r;
+      T scratch[kShortBlock];
+      for_each_short_block(first, last, cols, [&](index_t i0, index_t n_rows) {
+        T* g0 = a.dlogits ? a.dlogits + i0 * cols : nullptr;
+        r.exp_rows(a.logits + i0 * cols, g0 ? g0 : scratch, n_rows, cols);
+        r.take_logs();
+        for (index_t i = 0; i < n_rows; ++i) {
+          const T loss = row_loss(i0 + i, r.max[i], r.sum[i], r.log_sum[i], g0 ? g0 + i * cols : nullptr);
+          if (a.row_loss) a.row_loss[i0 + i] = loss;
+          total += double(loss);
+        }
+      });
+      return total;
+    }
+    for (index_t i = first; i < last; ++i) {
+      const T* z = a.logits + i * cols;
+      T* g = a.dlogits ? a.dlogits + i * cols : nullptr;
+      const T m = row_max(z, cols);
+      T sum = 0;
+      if (g) {
+        sum = exp_shifted(z, m, g, cols);
+      } else {
+#pragma omp simd reduction(+ : sum)
+        for (index_t j = 0; j < cols; ++j) sum += vexp(z[j] - m);
+      }
+      const T loss = row_loss(i, m, sum, vlog(sum), g);
+      if (a.row_loss) a.row_loss[i] = loss;
+      total += double(loss);
+    }
+    return total;
   }, row_grain(cols));
 }
 

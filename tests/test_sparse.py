@@ -1,0 +1,186 @@
+"""The sparse-input path of linear / linear_backward (mostly-zero x, such as
+MNIST's pixels): its block-sparse form against a NumPy construction, the
+choice between it and the dense GEMM, and its results on every ISA path,
+with NaN and infinity, on one and many threads."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+core = pytest.importorskip("fastnn._core")
+
+BLOCK = 4  # lines per block (kSparseBlockLines)
+ISAS = ["generic", "avx2", "avx512"]
+
+
+def sparse_matrix(rng, shape, density, dtype=np.float32):
+    x = rng.random(shape).astype(dtype)
+    x[rng.random(shape) >= density] = 0
+    return x
+
+
+def expected_form(x, by_columns):
+    """(count, index, values) built from the definition: lines grouped by 4,
+    positions where any line of the group is nonzero, the group's values there."""
+    a = x.T if by_columns else x
+    lines, depth = a.shape
+    count, index, values = [], [], []
+    for b in range(0, lines, BLOCK):
+        group = np.zeros((BLOCK, depth), a.dtype)
+        group[:min(BLOCK, lines - b)] = a[b:b + BLOCK]
+        keep = np.flatnonzero((group != 0).any(axis=0))  # NaN != 0
+        count.append(keep.size)
+        index.extend(keep)
+        values.extend(group[:, keep].T)
+    return (np.array(count), np.array(index, np.int32),
+            np.array(values, a.dtype).reshape(-1, BLOCK))
+
+
+@pytest.mark.parametrize("by_columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (4, 16), (7, 33), (128, 784), (130, 787)])
+def test_block_sparse_form_matches_definition(rng, shape, dtype, by_columns):
+    x = sparse_matrix(rng, shape, 0.1, dtype)
+    if x.size > 2:
+        x.flat[2] = np.nan  # a NaN is a nonzero: it must reach the product
+    got = core.block_sparse(x, by_columns)
+    assert got is not None
+    for g, e, name in zip(got, expected_form(x, by_columns), ("count", "index", "values")):
+        assert g.dtype == e.dtype and g.shape == e.shape, name
+        np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+@pytest.mark.parametrize("by_columns", [False, True])
+def test_dense_input_is_left_to_the_gemm(rng, by_columns):
+    assert core.block_sparse(rng.standard_normal((128, 784)).astype(np.float32), by_columns) is None
+    # about half the values zero is still too dense once 4 lines are merged
+    assert core.block_sparse(sparse_matrix(rng, (128, 256), 0.5), by_columns) is None
+    assert core.block_sparse(sparse_matrix(rng, (128, 784), 0.1), by_columns) is not None
+
+
+def test_mnist_batch_takes_the_sparse_path():
+    from fastnn.datasets import load_mnist
+    try:
+        (x, _), _ = load_mnist()
+    except Exception as exc:  # pragma: no cover - no dataset here
+        pytest.skip(f"MNIST unavailable: {exc}")
+    batch = np.ascontiguousarray(x[:128], dtype=np.float32)
+    assert core.block_sparse(batch) is not None
+    assert core.block_sparse(batch, by_columns=True) is not None
+
+
+# Runs inside a subprocess per ISA. Exits non-zero (traceback on stderr) on failure.
+_WORKER = textwrap.dedent(
+    r"""
+    import os
+    import numpy as np
+    import fastnn._core as core
+
+    want = os.environ["FASTNN_ISA"]
+    assert core.isa() == want, f"asked for {want}, got {core.isa()}"
+    rng = np.random.default_rng(99)
+    acts = {"none": lambda z: z, "relu": lambda z: np.maximum(z, 0),
+            "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh}
+    grads = {"none": lambda y: 1.0, "relu": lambda y: (y > 0).astype(np.float64),
+             "sigmoid": lambda y: y * (1 - y), "tanh": lambda y: 1 - y * y}
+
+    def close(got, ref, scale, dtype, what):
+        rtol = 2e-5 if dtype == np.float32 else 1e-12
+        err = np.abs(got.astype(np.float64) - ref)
+        assert np.all(err <= rtol * (scale + 1e-3)), f"{what}: max err {err.max():.3g}"
+
+    n = 0
+    # rows and columns not multiples of 4 or of a vector, outputs from 1 to past 2 tiles
+    for (rows, cols, out) in [(1, 1, 1), (3, 5, 7), (4, 16, 16), (9, 33, 17), (128, 784, 256),
+                              (130, 787, 100), (5, 300, 1000)]:
+        for dtype in (np.float32, np.float64):
+            x = rng.random((rows, cols)).astype(dtype)
+            x[rng.random((rows, cols)) >= 0.08] = 0
+            assert core.block_sparse(x) is not None and core.block_sparse(x, True) is not None
+            W = (rng.standard_normal((cols, out)) / np.sqrt(cols)).astype(dtype)
+            b = rng.standard_normal(out).astype(dtype)
+            x64, W64 = x.astype(np.float64), W.astype(np.float64)
+            z = x64 @ W64 + b
+            scale = np.abs(x64) @ np.abs(W64) + np.abs(b)
+            for act, f in acts.items():
+                what = f"{want} {np.dtype(dtype).name} {rows}x{cols}->{out} {act}"
+                y = core.linear(x, W, b, activation=act)
+                close(y, f(z), scale, dtype, what + " forward")
+                dy = rng.standard_normal((rows, out)).astype(dtype)
+                dx, dW, db = core.linear_backward(x, W, dy, None if act == "none" else y, activation=act)
+                dz = dy * grads[act](y.astype(np.float64))
+                close(dW, x64.T @ dz, np.abs(x64.T) @ np.abs(dz), dtype, what + " dW")
+                close(db, dz.sum(0), np.abs(dz).sum(0), dtype, what + " db")
+                close(dx, dz @ W64.T, np.abs(dz) @ np.abs(W64.T), dtype, what + " dx")
+                n += 1
+
+    # IEEE semantics as in the dense product: 0 * inf is NaN, NaN in x spreads.
+    for dtype in (np.float32, np.float64):
+        x = np.zeros((8, 64), dtype); x[:, 3] = 1.0
+        W = np.ones((64, 32), dtype); W[10, 5] = np.inf
+        with np.errstate(invalid="ignore"):
+            ref = x @ W
+        got = core.linear(x, W)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        x[2, 40] = np.nan
+        got = core.linear(x, np.ones((64, 32), dtype))
+        assert np.isnan(got[2]).all() and not np.isnan(np.delete(got, 2, axis=0)).any()
+        dy = np.ones((8, 32), dtype); dy[4, 7] = np.inf
+        x[2, 40] = 0
+        with np.errstate(invalid="ignore"):
+            ref = x.T @ dy
+        _, dW, _ = core.linear_backward(x, np.ones((64, 32), dtype), dy)
+        np.testing.assert_array_equal(np.isnan(dW), np.isnan(ref))
+        np.testing.assert_array_equal(dW[~np.isnan(dW)], ref[~np.isnan(ref)])
+    print("OK", n)
+    """
+)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_sparse_linear_isa(isa):
+    if ISAS.index(core.cpu_isa()) < ISAS.index(isa):
+        pytest.skip(f"CPU lacks {isa} (best: {core.cpu_isa()})")
+    proc = subprocess.run([sys.executable, "-c", _WORKER], env=dict(os.environ, FASTNN_ISA=isa),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("OK")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_linear_threads_bit_identical(rng, dtype):
+    """One thread, two threads and eight concurrent Python threads give the same bits."""
+    x = sparse_matrix(rng, (128, 784), 0.15, dtype)
+    W = rng.standard_normal((784, 256)).astype(dtype)
+    dy = rng.standard_normal((128, 256)).astype(dtype)
+
+    def run():
+        y = core.linear(x, W, None, activation="relu")
+        return (y,) + core.linear_backward(x, W, dy, y, activation="relu", need_dx=False)[1:]
+
+    reference = run()
+    old = core.num_threads()
+    try:
+        core.set_num_threads(1)
+        single = run()
+    finally:
+        core.set_num_threads(old)
+    errors = []
+
+    def work():
+        for _ in range(5):
+            if not all(np.array_equal(a, b) for a, b in zip(run(), reference)):
+                errors.append("differs")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(a, b) for a, b in zip(single, reference))
+    assert not errors
