@@ -25,8 +25,10 @@ ACTIVATIONS = ["none", "relu", "sigmoid", "tanh"]
 # out-features of linear / N of matmul, per entry of SHAPES
 OUT_FEATURES = {(1, 1): 1, (7, 3): 5, (33, 10): 17, (257, 1000): 129}
 # Row-wise kernels process short rows in blocks of rows: 600x10 spans three
-# blocks, 40x63 is the longest short row, 40x64 the shortest long one.
-ROW_SHAPES = SHAPES + [(600, 10), (40, 63), (40, 64)]
+# blocks, 40x63 is the longest short row, 40x64 the shortest long one. With
+# AVX-512, rows of at most 16 floats / 8 doubles go 16 / 8 rows at a time,
+# transposed: 45x16, 20x8 and 20x9 sit at that edge, with partial groups.
+ROW_SHAPES = SHAPES + [(600, 10), (40, 63), (40, 64), (45, 16), (20, 8), (20, 9), (21, 17)]
 
 
 def shape_id(shape):

@@ -15,34 +15,33 @@ namespace fastnn {
 
 namespace {
 
-template <class T>
-inline T activation_grad(Act act, T y, T dy) {
-  switch (act) {
-    case Act::relu: return y > T(0) ? dy : T(0);
-    case Act::sigmoid: return dy * y * (T(1) - y);
-    case Act::tanh: return dy * (T(1) - y * y);
-    default: return dy;
-  }
+template <class T, Act A>
+inline T activation_grad(T y, T dy) {
+  if (A == Act::relu) return y > T(0) ? dy : T(0);
+  if (A == Act::sigmoid) return dy * y * (T(1) - y);
+  if (A == Act::tanh) return dy * (T(1) - y * y);
+  return dy;
 }
 
 // dz (rows, out) = dy * act'(y) unless act is none (then dz is not written and
 // may be null); db (out,) = column sums of dz. Threads split the columns, so
-// each db entry is summed by one thread in row order.
-template <class T>
-void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t rows, index_t out, Act act) {
+// each db entry is summed by one thread in row order. The activation is a
+// template argument: a switch inside the loop would keep it from vectorising.
+template <class T, Act A>
+void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t rows, index_t out) {
   const index_t min_columns = rows * out >= kParallelGrain ? 64 : out + 1;
   parallel_for(
       out,
-      [&](index_t c0, index_t c1) {
+      [=](index_t c0, index_t c1) {
         if (db)
           for (index_t c = c0; c < c1; ++c) db[c] = T(0);
         for (index_t r = 0; r < rows; ++r) {
           const T* grad = dy + r * out;
-          if (act != Act::none) {
+          if (A != Act::none) {
             const T* yr = y + r * out;
             T* dzr = dz + r * out;
 #pragma omp simd
-            for (index_t c = c0; c < c1; ++c) dzr[c] = activation_grad(act, yr[c], grad[c]);
+            for (index_t c = c0; c < c1; ++c) dzr[c] = activation_grad<T, A>(yr[c], grad[c]);
             grad = dzr;
           }
           if (db) {
@@ -52,6 +51,16 @@ void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t row
         }
       },
       min_columns);
+}
+
+template <class T>
+void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t rows, index_t out, Act act) {
+  switch (act) {
+    case Act::relu: return activation_grad_and_bias<T, Act::relu>(dy, y, dz, db, rows, out);
+    case Act::sigmoid: return activation_grad_and_bias<T, Act::sigmoid>(dy, y, dz, db, rows, out);
+    case Act::tanh: return activation_grad_and_bias<T, Act::tanh>(dy, y, dz, db, rows, out);
+    default: return activation_grad_and_bias<T, Act::none>(dy, y, dz, db, rows, out);
+  }
 }
 
 // x's block-sparse form is used when at most this share of its blocks'

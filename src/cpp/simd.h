@@ -102,6 +102,21 @@ static inline unsigned nonzero_mask(vf v) { return _mm_movemask_ps(_mm_cmpneq_ps
 static inline unsigned nonzero_mask(vd v) { return _mm_movemask_pd(_mm_cmpneq_pd((__m128d)v, _mm_setzero_pd())); }
 #endif
 
+#if FASTNN_VBYTES == 64
+// The first n (< = W) lanes from / to memory; the other lanes read as zero and
+// are not written, so nothing past p + n is touched.
+static inline vf load_first(const float* p, int n) {
+  return (vf)_mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p);
+}
+static inline vd load_first(const double* p, int n) {
+  return (vd)_mm512_maskz_loadu_pd(__mmask8((1u << n) - 1), p);
+}
+static inline void store_first(float* p, int n, vf v) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), (__m512)v); }
+static inline void store_first(double* p, int n, vd v) {
+  _mm512_mask_storeu_pd(p, __mmask8((1u << n) - 1), (__m512d)v);
+}
+#endif
+
 // A fused activation on one value (the vector paths handle relu themselves).
 template <class T>
 static inline T act_scalar(T x, Act a) {

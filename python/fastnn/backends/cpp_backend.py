@@ -8,8 +8,11 @@ import numpy as np
 from .. import _core
 
 NAME = "cpp"
-# _core raises IndexError for a label outside [0, C) itself.
+# _core checks every argument itself (dtype, layout, shapes, label range) and
+# raises TypeError / ValueError / IndexError: calls with plain arrays need no
+# checks in Python first.
 CHECKS_LABELS = True
+CHECKS_ARGUMENTS = True
 FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
 softmax = _core.softmax
@@ -77,7 +80,7 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
 
 
 def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, out=None):
-    dlogits = np.empty_like(logits) if out is None else out
+    dlogits = np.empty(logits.shape, logits.dtype) if out is None else out
     scale = _scale(reduction, logits.shape[0])
     if reduction == "none":
         row_loss = np.empty(logits.shape[0], dtype=logits.dtype)
