@@ -220,22 +220,20 @@ double cross_entropy_impl(const py::array& logits, const py::array& target, doub
 // -------------------------------------------------------------- activations
 
 // y = f(x) elementwise, any shape.
-template <class Kernel>
-py::array unary(const py::array& x, const OptArray& out, Kernel kernel) {
+py::array unary(const py::array& x, const OptArray& out, fastnn::Elementwise kind, double param = 0.0) {
   check_input(x, "x");
   py::array y = output(out, "out", x, shape_of(x), {&x}, Alias::allow_in_place);
   by_dtype(x, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;
-    kernel(ptr<T>(x), ptr<T>(y), index_t(x.size()));
+    fastnn::elementwise(fastnn::ElementwiseArgs<T>{kind, ptr<T>(x), nullptr, ptr<T>(y), index_t(x.size()), T(param)});
   });
   return y;
 }
 
 // dx = f(saved, dy) elementwise; `saved` is the forward's output or input.
-template <class Kernel>
 py::array binary(const py::array& saved, const char* saved_name, const py::array& dy, const OptArray& out,
-                 Kernel kernel) {
+                 fastnn::Elementwise kind, double param = 0.0) {
   check_input(saved, saved_name);
   check_input(dy, "dy", &saved, saved_name);
   check_same_shape(saved, dy, saved_name, "dy");
@@ -243,13 +241,11 @@ py::array binary(const py::array& saved, const char* saved_name, const py::array
   by_dtype(dy, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;
-    kernel(ptr<T>(saved), ptr<T>(dy), ptr<T>(dx), index_t(dy.size()));
+    fastnn::elementwise(
+        fastnn::ElementwiseArgs<T>{kind, ptr<T>(saved), ptr<T>(dy), ptr<T>(dx), index_t(dy.size()), T(param)});
   });
   return dx;
 }
-
-#define FASTNN_KERNEL1(fn) [](auto* a, auto* b, index_t n) { fastnn::fn(a, b, n); }
-#define FASTNN_KERNEL2(fn) [](auto* a, auto* b, auto* c, index_t n) { fastnn::fn(a, b, c, n); }
 
 // ------------------------------------------------------------------- losses
 
@@ -509,39 +505,36 @@ PYBIND11_MODULE(_core, m) {
         py::arg("label_smoothing") = 0.0, py::arg("row_loss").noconvert() = py::none(),
         py::arg("dlogits").noconvert() = py::none(), py::arg("grad_scale") = 1.0);
 
-  m.def("relu", [](const py::array& x, const OptArray& out) { return unary(x, out, FASTNN_KERNEL1(relu_forward)); },
+  using fastnn::Elementwise;
+  m.def("relu", [](const py::array& x, const OptArray& out) { return unary(x, out, Elementwise::relu); },
         x_arg, out_arg);
-  m.def("sigmoid", [](const py::array& x, const OptArray& out) { return unary(x, out, FASTNN_KERNEL1(sigmoid_forward)); },
+  m.def("sigmoid", [](const py::array& x, const OptArray& out) { return unary(x, out, Elementwise::sigmoid); },
         x_arg, out_arg);
-  m.def("tanh", [](const py::array& x, const OptArray& out) { return unary(x, out, FASTNN_KERNEL1(tanh_forward)); },
+  m.def("tanh", [](const py::array& x, const OptArray& out) { return unary(x, out, Elementwise::tanh); },
         x_arg, out_arg);
   m.def("leaky_relu", [](const py::array& x, double slope, const OptArray& out) {
-    return unary(x, out, [=](auto* a, auto* b, index_t n) { fastnn::leaky_relu_forward(a, b, n, decltype(*a + 0)(slope)); });
+    return unary(x, out, Elementwise::leaky_relu, slope);
   }, x_arg, py::arg("negative_slope") = 0.01, out_arg);
   m.def("elu", [](const py::array& x, double alpha, const OptArray& out) {
-    return unary(x, out, [=](auto* a, auto* b, index_t n) { fastnn::elu_forward(a, b, n, decltype(*a + 0)(alpha)); });
+    return unary(x, out, Elementwise::elu, alpha);
   }, x_arg, py::arg("alpha") = 1.0, out_arg);
 
   auto y_arg = py::arg("y").noconvert();
   auto dy_arg = py::arg("dy").noconvert();
   m.def("relu_backward", [](const py::array& y, const py::array& dy, const OptArray& out) {
-    return binary(y, "y", dy, out, FASTNN_KERNEL2(relu_backward));
+    return binary(y, "y", dy, out, Elementwise::relu_backward);
   }, y_arg, dy_arg, out_arg);
   m.def("sigmoid_backward", [](const py::array& y, const py::array& dy, const OptArray& out) {
-    return binary(y, "y", dy, out, FASTNN_KERNEL2(sigmoid_backward));
+    return binary(y, "y", dy, out, Elementwise::sigmoid_backward);
   }, y_arg, dy_arg, out_arg);
   m.def("tanh_backward", [](const py::array& y, const py::array& dy, const OptArray& out) {
-    return binary(y, "y", dy, out, FASTNN_KERNEL2(tanh_backward));
+    return binary(y, "y", dy, out, Elementwise::tanh_backward);
   }, y_arg, dy_arg, out_arg);
   m.def("leaky_relu_backward", [](const py::array& x, const py::array& dy, double slope, const OptArray& out) {
-    return binary(x, "x", dy, out, [=](auto* a, auto* b, auto* c, index_t n) {
-      fastnn::leaky_relu_backward(a, b, c, n, decltype(*a + 0)(slope));
-    });
+    return binary(x, "x", dy, out, Elementwise::leaky_relu_backward, slope);
   }, x_arg, dy_arg, py::arg("negative_slope") = 0.01, out_arg);
   m.def("elu_backward", [](const py::array& x, const py::array& dy, double alpha, const OptArray& out) {
-    return binary(x, "x", dy, out, [=](auto* a, auto* b, auto* c, index_t n) {
-      fastnn::elu_backward(a, b, c, n, decltype(*a + 0)(alpha));
-    });
+    return binary(x, "x", dy, out, Elementwise::elu_backward, alpha);
   }, x_arg, dy_arg, py::arg("alpha") = 1.0, out_arg);
 
   auto t_arg = py::arg("t").noconvert();

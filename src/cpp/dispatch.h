@@ -28,6 +28,24 @@ struct GemmArgs {
   Act act = Act::none;
 };
 
+// Activation functions and their gradients: out (n,) = f(a) for the forward
+// kinds, f(a, b) with b = dL/d(output) for the backward ones, whose a is the
+// forward's output (relu, sigmoid, tanh) or input (leaky_relu, elu). param is
+// leaky_relu's negative_slope or elu's alpha. out may be a or b itself.
+enum class Elementwise : int {
+  relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward,
+  leaky_relu, leaky_relu_backward, elu, elu_backward
+};
+template <class T>
+struct ElementwiseArgs {
+  Elementwise kind;
+  const T* a;
+  const T* b;
+  T* out;
+  index_t n;
+  T param;
+};
+
 // Row-wise softmax or log-softmax: x, y are (rows, cols), contiguous.
 template <class T>
 struct SoftmaxArgs {
@@ -139,6 +157,8 @@ struct IsaKernels {
   const char* name;
   void (*gemm_f32)(const GemmArgs<float>&);
   void (*gemm_f64)(const GemmArgs<double>&);
+  void (*elementwise_f32)(const ElementwiseArgs<float>&);
+  void (*elementwise_f64)(const ElementwiseArgs<double>&);
   void (*softmax_f32)(const SoftmaxArgs<float>&);
   void (*softmax_f64)(const SoftmaxArgs<double>&);
   double (*cross_entropy_f32)(const CrossEntropyArgs<float>&);
@@ -159,6 +179,8 @@ Isa cpu_isa();
 // Typed front doors, so that callers write gemm(args) for float and double alike.
 inline void gemm(const GemmArgs<float>& a) { isa_kernels().gemm_f32(a); }
 inline void gemm(const GemmArgs<double>& a) { isa_kernels().gemm_f64(a); }
+inline void elementwise(const ElementwiseArgs<float>& a) { isa_kernels().elementwise_f32(a); }
+inline void elementwise(const ElementwiseArgs<double>& a) { isa_kernels().elementwise_f64(a); }
 inline void softmax(const SoftmaxArgs<float>& a) { isa_kernels().softmax_f32(a); }
 inline void softmax(const SoftmaxArgs<double>& a) { isa_kernels().softmax_f64(a); }
 inline double cross_entropy(const CrossEntropyArgs<float>& a) { return isa_kernels().cross_entropy_f32(a); }
@@ -209,6 +231,8 @@ FASTNN_OPTIM_FRONT_DOORS(double, f64)
   namespace fastnn { namespace ns {                                           \
   void gemm_f32(const GemmArgs<float>&);                                      \
   void gemm_f64(const GemmArgs<double>&);                                     \
+  void elementwise_f32(const ElementwiseArgs<float>&);                        \
+  void elementwise_f64(const ElementwiseArgs<double>&);                       \
   void softmax_f32(const SoftmaxArgs<float>&);                                \
   void softmax_f64(const SoftmaxArgs<double>&);                               \
   double cross_entropy_f32(const CrossEntropyArgs<float>&);                   \

@@ -20,7 +20,7 @@
 //    kernel of the next height up in {1, 2, 4, ..., MR} (zero rows packed) and
 //    narrow B panels a kernel with fewer vectors, so edges cost almost no
 //    padded work. The store of the last K block applies (accumulate) + bias +
-//    activation (relu vectorised; sigmoid/tanh a scalar pass over the tile);
+//    activation (relu in registers; sigmoid/tanh a vectorised pass over the tile);
 //    earlier K blocks accumulate into C. With accumulate == false C is written
 //    before it is ever read.
 //  * OpenMP: C is cut into a tm x tn grid of MR/NR-aligned blocks, one per
@@ -156,8 +156,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
     }
   }
   if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
-    for (int r = 0; r < m; ++r)
-      for (int j = 0; j < n; ++j) C[r * ldc + j] = simd::act_scalar(C[r * ldc + j], e.act);
+    for (int r = 0; r < m; ++r) apply_activation(C + r * ldc, n, e.act);
 }
 
 // ------------------------------------------------------------ microkernel ----
@@ -224,12 +223,8 @@ static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T*
           simd::storeu(c + j * W, v);
         }
       }
-      if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh)) {
-        for (int r = 0; r < M_; ++r) {
-          T* c = C + r * ldc;
-          for (int j = 0; j < NRp; ++j) c[j] = simd::act_scalar(c[j], e.act);
-        }
-      }
+      if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
+        for (int r = 0; r < M_; ++r) apply_activation(C + r * ldc, NRp, e.act);
       return;
     }
   } else {

@@ -8,18 +8,6 @@
 
 namespace fastnn {
 
-// ---- activations: x, y, dy, dx all (n,)
-template <class T> void relu_forward(const T* x, T* y, index_t n);
-template <class T> void relu_backward(const T* y, const T* dy, T* dx, index_t n);
-template <class T> void sigmoid_forward(const T* x, T* y, index_t n);
-template <class T> void sigmoid_backward(const T* y, const T* dy, T* dx, index_t n);
-template <class T> void tanh_forward(const T* x, T* y, index_t n);
-template <class T> void tanh_backward(const T* y, const T* dy, T* dx, index_t n);
-template <class T> void leaky_relu_forward(const T* x, T* y, index_t n, T negative_slope);
-template <class T> void leaky_relu_backward(const T* x, const T* dy, T* dx, index_t n, T negative_slope);
-template <class T> void elu_forward(const T* x, T* y, index_t n, T alpha);
-template <class T> void elu_backward(const T* x, const T* dy, T* dx, index_t n, T alpha);
-
 // ---- losses. Each forward returns the sum of its per-element (or per-row)
 // losses and, when `per_element` is not null, writes them there too.
 // Each backward writes scale * d(sum of losses)/d(prediction).

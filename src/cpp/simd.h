@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "common.h"
+#include "vector_math.h"
 
 #ifndef FASTNN_ISA_NS
 #error "simd.h is only for ISA translation units (FASTNN_ISA_NS must be defined)"
@@ -117,13 +118,13 @@ static inline void store_first(double* p, int n, vd v) {
 }
 #endif
 
-// A fused activation on one value (the vector paths handle relu themselves).
+// A fused activation on one value, the same as apply_activation's (vector_math.h).
 template <class T>
 static inline T act_scalar(T x, Act a) {
   switch (a) {
     case Act::relu: return x < T(0) ? T(0) : x;  // NaN propagates
-    case Act::sigmoid: return T(1) / (T(1) + std::exp(-x));
-    case Act::tanh: return std::tanh(x);
+    case Act::sigmoid: return vsigmoid(x);
+    case Act::tanh: return vtanh(x);
     default: return x;
   }
 }

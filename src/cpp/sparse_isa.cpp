@@ -93,10 +93,7 @@ void sparse_block(const SparseMatmulArgs<T>& g, index_t b) {
   for (; c0 + 2 * W <= g.n; c0 += 2 * W) block_tile<T, 2>(g, b, lines, c0);
   for (; c0 + W <= g.n; c0 += W) block_tile<T, 1>(g, b, lines, c0);
   if (c0 < g.n) block_tail(g, b, lines, c0);
-  if (g.act == Act::sigmoid || g.act == Act::tanh) {
-    T* c = g.C + b * R * g.n;
-    for (index_t j = 0; j < lines * g.n; ++j) c[j] = simd::act_scalar(c[j], g.act);
-  }
+  if (g.act == Act::sigmoid || g.act == Act::tanh) apply_activation(g.C + b * R * g.n, lines * g.n, g.act);
 }
 
 template <class T>

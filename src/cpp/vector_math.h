@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common.h"
+
 namespace fastnn {
 namespace FASTNN_ISA_NS {
 
@@ -93,6 +95,57 @@ static inline double vlog(double x) {
   const double log_z = 2.0 * u * p;
   const double y = (k * 6.93147180369123816490e-01 + log_z) + k * 1.90821492927058770002e-10;
   return x != x ? x : y;
+}
+
+// expm1(x) = exp(x) - 1, accurate near 0 (Kahan: (u - 1) * x / log(u) with
+// u = exp(x) rounded, exact where u - 1 loses nothing, i.e. far from 0).
+template <class T>
+static inline T vexpm1(T x) {
+  const T u = vexp(x);
+  const T near_zero = (u - T(1)) * x / vlog(u);  // 0/0 when u rounds to 1: then x itself
+  const bool tiny = u == T(1);
+  const bool moderate = x > T(-20) && x < T(20);  // vlog needs a positive normal u
+  return tiny ? x : (moderate ? near_zero : u - T(1));
+}
+
+// 1 / (1 + exp(-x)), with exp only of -|x| so that it never overflows.
+template <class T>
+static inline T vsigmoid(T x) {
+  const T e = vexp(x < T(0) ? x : -x);
+  const T r = T(1) / (T(1) + e);
+  return x >= T(0) ? r : e * r;
+}
+
+// tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|), which loses nothing
+// once e < 1/e (|x| > 0.5); nearer 0 the same as -expm1(-2|x|) / (2 + expm1(-2|x|)).
+template <class T>
+static inline T vtanh(T x) {
+  const T a = x < T(0) ? -x : x;
+  const T e = vexp(T(-2) * a);
+  const T m = vexpm1(T(-2) * a);
+  const T t = a > T(0.5) ? (T(1) - e) / (T(1) + e) : -m / (T(2) + m);
+  return x < T(0) ? -t : t;
+}
+
+// p[0, n) = act(p[0, n)), one vectorised pass per activation.
+template <class T>
+static inline void apply_activation(T* p, index_t n, Act act) {
+  switch (act) {
+    case Act::relu:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) p[i] = p[i] < T(0) ? T(0) : p[i];  // NaN stays NaN
+      break;
+    case Act::sigmoid:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) p[i] = vsigmoid(p[i]);
+      break;
+    case Act::tanh:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) p[i] = vtanh(p[i]);
+      break;
+    default:
+      break;
+  }
 }
 
 }  // namespace FASTNN_ISA_NS
