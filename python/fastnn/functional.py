@@ -53,7 +53,8 @@ def as_labels(t, name, n_rows, n_classes):
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have shape ({n_rows},) to match the batch, got {arr.shape}")
-    arr = np.require(arr, dtype=np.int64, requirements="CA")
+    if arr.dtype != np.int64 or not arr.flags.c_contiguous or not arr.flags.aligned:
+        arr = np.require(arr, dtype=np.int64, requirements="CA")
     if arr.size and not getattr(backends.active(), "CHECKS_LABELS", False):
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= n_classes:

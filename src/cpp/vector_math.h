@@ -99,13 +99,17 @@ static inline double vlog(double x) {
 
 // expm1(x) = exp(x) - 1, accurate near 0 (Kahan: (u - 1) * x / log(u) with
 // u = exp(x) rounded, exact where u - 1 loses nothing, i.e. far from 0).
+// expm1_from_exp takes u = vexp(x) when the caller has it already.
 template <class T>
-static inline T vexpm1(T x) {
-  const T u = vexp(x);
+static inline T expm1_from_exp(T u, T x) {
   const T near_zero = (u - T(1)) * x / vlog(u);  // 0/0 when u rounds to 1: then x itself
   const bool tiny = u == T(1);
   const bool moderate = x > T(-20) && x < T(20);  // vlog needs a positive normal u
   return tiny ? x : (moderate ? near_zero : u - T(1));
+}
+template <class T>
+static inline T vexpm1(T x) {
+  return expm1_from_exp(vexp(x), x);
 }
 
 // 1 / (1 + exp(-x)), with exp only of -|x| so that it never overflows.
@@ -122,7 +126,7 @@ template <class T>
 static inline T vtanh(T x) {
   const T a = x < T(0) ? -x : x;
   const T e = vexp(T(-2) * a);
-  const T m = vexpm1(T(-2) * a);
+  const T m = expm1_from_exp(e, T(-2) * a);
   const T t = a > T(0.5) ? (T(1) - e) / (T(1) + e) : -m / (T(2) + m);
   return x < T(0) ? -t : t;
 }
