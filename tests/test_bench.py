@@ -42,8 +42,8 @@ def test_json_has_the_expected_structure(tiny_run):
     for lib in ("numpy", "numba", "torch", "scikit-learn"):
         assert lib in machine["versions"]
     kernels = {r["kernel"] for r in res["kernels"]}
-    assert kernels == {"softmax", "log_softmax", "cross_entropy", "softmax_cross_entropy", "matmul", "linear",
-                       "linear_backward", "adam_step"}
+    assert kernels == {"relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy",
+                       "softmax_cross_entropy", "matmul", "linear", "linear_backward", "adam_step"}
     assert {r["group"] for r in res["kernels"]} == {"mlp", "large"}
     for row in res["kernels"]:
         assert "error" not in row, row

@@ -1,9 +1,11 @@
 """fastnn's benchmark suite: `fastnn bench [--quick] [--out DIR]`.
 
 What it measures
-  Kernels -- softmax, log_softmax, cross_entropy, softmax_cross_entropy,
-  matmul, linear (forward), linear_backward and one Adam step -- at the shapes
-  of an MNIST MLP and at large shapes, through the public API
+  Kernels -- the activations relu, sigmoid and tanh, softmax, log_softmax,
+  cross_entropy, softmax_cross_entropy, matmul, linear (forward),
+  linear_backward and one Adam step -- at the shapes of an MNIST MLP and at
+  large shapes (linear and linear_backward also on a batch of MNIST images,
+  whose zeros fastnn skips), through the public API
   (`fastnn.functional`; the optimizer step through the backend's fused
   kernel) for every backend (numpy, numba, cpp), beside the textbook NumPy
   formulation (`fastnn.bench_reference`) and PyTorch CPU when it is installed.
@@ -473,24 +475,41 @@ def _shapes(mode):
     s = MODES[mode]["large_scale"]
     big_rows, big_n = 32768 // (s * s), 1000
     cube = 1024 // s
+    # On MNIST's own images, unless the run is on synthetic data.
+    images = [] if MODES[mode]["synthetic"] else [("mlp", (128, 784, 256, MNIST_INPUT))]
     return {
+        "relu": [("mlp", (128, 256)), ("large", (4096 // s, 1024))],
+        "sigmoid": [("mlp", (128, 256)), ("large", (4096 // s, 1024))],
+        "tanh": [("mlp", (128, 256)), ("large", (4096 // s, 1024))],
         "softmax": [("mlp", (128, 10)), ("large", (big_rows, big_n))],
         "log_softmax": [("mlp", (128, 10)), ("large", (big_rows, big_n))],
         "cross_entropy": [("mlp", (128, 10)), ("large", (big_rows, big_n))],
         "softmax_cross_entropy": [("mlp", (128, 10)), ("large", (big_rows, big_n))],
         "matmul": [("mlp", (128, 784, 256)), ("mlp", (256, 784, 512)), ("large", (cube, cube, cube))],
-        "linear": [("mlp", (128, 784, 256)), ("mlp", (128, 256, 128)), ("large", (cube, 784, cube))],
-        "linear_backward": [("mlp", (128, 784, 256)), ("mlp", (128, 256, 128)), ("large", (cube, 784, cube))],
+        "linear": [("mlp", (128, 784, 256)), ("mlp", (128, 256, 128)), ("large", (cube, 784, cube))] + images,
+        "linear_backward": [("mlp", (128, 784, 256)), ("mlp", (128, 256, 128)),
+                            ("large", (cube, 784, cube))] + images,
         "adam_step": [("mlp", "784-256-128-10"), ("large", (4096 // s, 1024 // s))],
     }
+
+
+# The input of a linear case that is a batch of MNIST images (81% zeros) instead of random numbers.
+MNIST_INPUT = "MNIST pixels"
 
 
 def _label(kernel, shape):
     if isinstance(shape, str):
         return shape
     if kernel in ("linear", "linear_backward"):
-        return f"{shape[0]}x{shape[1]}->{shape[2]}"
+        return f"{shape[0]}x{shape[1]}->{shape[2]}" + (f" ({shape[3]})" if len(shape) > 3 else "")
     return "x".join(str(d) for d in shape)
+
+
+def _mnist_batch(rows, rng):
+    """`rows` random MNIST training images, flattened, in [0, 1]."""
+    from .datasets import load_mnist
+    (x, _), _ = load_mnist()
+    return np.ascontiguousarray(x[rng.choice(x.shape[0], rows, replace=False)], dtype=np.float32)
 
 
 def _torch_module():
@@ -510,6 +529,15 @@ def _kernel_case(kernel, shape, rng, torch, backend_names):
     def add_backends(make):
         for name in backend_names:
             cands.append(Candidate(name, make(name), backend=name))
+
+    if kernel in ("relu", "sigmoid", "tanh"):
+        x = rng.standard_normal(shape).astype(f32)
+        cands.append(Candidate("textbook", lambda: getattr(ref, kernel)(x)))
+        add_backends(lambda _name: (lambda: getattr(F, kernel)(x)))
+        if torch is not None:
+            xt, tfn = torch.from_numpy(x), getattr(torch, kernel)
+            cands.append(Candidate("torch", lambda: tfn(xt)))
+        return 8.0 * x.size, "GB/s", cands
 
     if kernel in ("softmax", "log_softmax", "cross_entropy", "softmax_cross_entropy"):
         n, c = shape
@@ -563,8 +591,8 @@ def _kernel_case(kernel, shape, rng, torch, backend_names):
         return 2.0 * m * k * n, "GFLOP/s", cands
 
     if kernel in ("linear", "linear_backward"):
-        m, k, n = shape
-        x = rng.standard_normal((m, k)).astype(f32)
+        m, k, n = shape[:3]
+        x = _mnist_batch(m, rng) if len(shape) > 3 else rng.standard_normal((m, k)).astype(f32)
         W = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(f32)
         b = rng.standard_normal(n).astype(f32)
         dy = rng.standard_normal((m, n)).astype(f32)

@@ -5,7 +5,8 @@ common/functions.py, common/layers.py and common/optimizer.py), kept as plain
 as the book has it -- float32, no tricks -- so that the benchmark's baseline
 is the one people actually start from:
 
-- kernels: `softmax`, `log_softmax`, `cross_entropy` (softmax, then the book's
+- kernels: the activations `relu`, `sigmoid`, `tanh`; `softmax`, `log_softmax`,
+  `cross_entropy` (softmax, then the book's
   cross_entropy_error), `softmax_cross_entropy` (SoftmaxWithLoss forward +
   backward), `matmul`, `linear` (Affine forward) and `linear_backward` (Affine
   backward), `Adam` (the book's update, with bias correction);
@@ -20,6 +21,19 @@ import numpy as np
 
 
 # ----------------------------------------------------------------- functions
+
+def relu(x):
+    return np.maximum(0, x)
+
+
+def sigmoid(x):
+    """The book's sigmoid (common/functions.py)."""
+    return 1 / (1 + np.exp(-x))
+
+
+def tanh(x):
+    return np.tanh(x)
+
 
 def softmax(x):
     """The book's batch softmax (common/functions.py): stable, by the row max."""

@@ -121,14 +121,29 @@ static inline T vsigmoid(T x) {
 }
 
 // tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|), which loses nothing
-// once e < 1/e (|x| > 0.5); nearer 0 the same as -expm1(-2|x|) / (2 + expm1(-2|x|)).
-template <class T>
-static inline T vtanh(T x) {
-  const T a = x < T(0) ? -x : x;
-  const T e = vexp(T(-2) * a);
-  const T m = expm1_from_exp(e, T(-2) * a);
-  const T t = a > T(0.5) ? (T(1) - e) / (T(1) + e) : -m / (T(2) + m);
-  return x < T(0) ? -t : t;
+// once e < 1/e (|x| > 0.5). Nearer 0, for float, the Taylor series to x^15
+// (truncation < 1e-8 relative at 0.5); for double, which would need twice the
+// terms, -expm1(-2|x|) / (2 + expm1(-2|x|)).
+static inline float vtanh(float x) {
+  const float a = x < 0.0f ? -x : x;
+  const float e = vexp(-2.0f * a);
+  const float a2 = a * a;
+  float p = -929569.0f / 638512875.0f;
+  p = p * a2 + 21844.0f / 6081075.0f;
+  p = p * a2 + -1382.0f / 155925.0f;
+  p = p * a2 + 62.0f / 2835.0f;
+  p = p * a2 + -17.0f / 315.0f;
+  p = p * a2 + 2.0f / 15.0f;
+  p = p * a2 + -1.0f / 3.0f;
+  const float t = a > 0.5f ? (1.0f - e) / (1.0f + e) : a + a * a2 * p;
+  return x < 0.0f ? -t : (x == 0.0f ? x : t);  // tanh(-0) = -0
+}
+static inline double vtanh(double x) {
+  const double a = x < 0.0 ? -x : x;
+  const double e = vexp(-2.0 * a);
+  const double m = expm1_from_exp(e, -2.0 * a);
+  const double t = a > 0.5 ? (1.0 - e) / (1.0 + e) : -m / (2.0 + m);
+  return x < 0.0 ? -t : (x == 0.0 ? x : t);
 }
 
 // p[0, n) = act(p[0, n)), one vectorised pass per activation.
