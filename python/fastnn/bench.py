@@ -790,17 +790,18 @@ class TorchRunner:
 
     name = "PyTorch"
 
-    def __init__(self, torch, x, y, seed, weights, lr=1e-3, max_lr=None, epochs=None):
-        self.torch = torch
+    def __init__(self, torch, x, y, seed, weights, lr=1e-3, max_lr=None, epochs=None, batch=BATCH,
+                 label_smoothing=0.0):
+        self.torch, self.batch = torch, batch
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
         self.model = self._model(weights)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.sched = None
         if max_lr is not None:  # the OneCycle recipe, stepped per batch
-            steps = -(-x.shape[0] // BATCH)
+            steps = -(-x.shape[0] // batch)
             self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=max_lr, epochs=epochs,
                                                              steps_per_epoch=steps)
-        self.loss = torch.nn.CrossEntropyLoss()
+        self.loss = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.rng = np.random.default_rng(seed)
         self._weights = weights
 
@@ -819,8 +820,8 @@ class TorchRunner:
 
     def _epoch(self, model, opt, sched, order, x, y):
         loss_sum = 0.0
-        for s in range(0, order.shape[0], BATCH):
-            idx = order[s:s + BATCH]
+        for s in range(0, order.shape[0], self.batch):
+            idx = order[s:s + self.batch]
             xb, yb = x[idx], y[idx]
             opt.zero_grad()
             loss = self.loss(model(xb), yb)
@@ -978,8 +979,8 @@ def _t98_fastnn(x, y, xt, yt, target, seed):
     opt = _optimizer(DEFAULTS["optimizer"], model.parameters(), DEFAULTS["lr"])
     bs, epochs = DEFAULTS["batch_size"], DEFAULTS["epochs"]
     sched = _scheduler(DEFAULTS["schedule"], opt, DEFAULTS["lr"], epochs, -(-x.shape[0] // bs))
-    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, sched, batch_size=bs, epochs=0, seed=seed,
-                      verbose=False, progress=False)
+    trainer = Trainer(model, nn.CrossEntropyLoss(label_smoothing=DEFAULTS["label_smoothing"]), opt, sched,
+                      batch_size=bs, epochs=0, seed=seed, verbose=False, progress=False)
 
     def one_epoch():
         trainer.epochs += 1
@@ -993,7 +994,8 @@ def _t98_torch(torch, x, y, xt, yt, target, seed):
     from .cli import DEFAULTS
     weights = _initial_weights(seed)
     runner = TorchRunner(torch, x, y, seed, weights, lr=DEFAULTS["lr"], max_lr=DEFAULTS["lr"],
-                         epochs=DEFAULTS["epochs"])
+                         epochs=DEFAULTS["epochs"], batch=DEFAULTS["batch_size"],
+                         label_smoothing=DEFAULTS["label_smoothing"])
     return _train_until(runner.epoch, lambda: runner.test_accuracy(xt, yt), target, DEFAULTS["epochs"])
 
 
@@ -1014,7 +1016,8 @@ def run_time_to_accuracy(settings, data, torch, headline, cpus, target=0.98, see
     from .cli import DEFAULTS
     (x, y), (xt, yt), _ = data
     recipe = (f"fastnn train defaults: {DEFAULTS['hidden']} {DEFAULTS['activation']}, {DEFAULTS['optimizer']}, "
-              f"{DEFAULTS['schedule']} max lr {DEFAULTS['lr']}, batch {DEFAULTS['batch_size']}, "
+              f"{DEFAULTS['schedule']} max lr {DEFAULTS['lr']}, label smoothing {DEFAULTS['label_smoothing']}, "
+              f"batch {DEFAULTS['batch_size']}, "
               f"up to {DEFAULTS['epochs']} epochs, test accuracy after each epoch (not timed)")
     out = {"target_accuracy": target, "recipe": recipe, "repetitions": settings["t98_reps"], "frameworks": [],
            "errors": {}}

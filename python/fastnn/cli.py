@@ -6,11 +6,14 @@ import sys
 import time
 
 # The default recipe: tuned for the least training time to >= 98% MNIST test accuracy.
-# Measured with seeds 0, 1, 2: 98.15%, 98.23%, 98.25% after 3 epochs (3e-3 gave
-# 97.82% for seed 1; one 320- or 256-unit layer, or batch 192, stayed nearer 98.0%).
+# Measured with seeds 0-4: 98.23%, 98.24%, 98.32%, 98.19%, 98.22% after 3 epochs.
+# Batch 256 takes half the steps of 128 (each step's fixed costs: the optimizer
+# pass over every weight, Python) and label smoothing 0.1 makes up the accuracy
+# (without it, batch 256 gave 97.97-98.15%; batch 128 at 4e-3: 98.07-98.27%).
 DEFAULTS = {
-    "dataset": "mnist", "hidden": "256,128", "activation": "relu", "epochs": 3, "batch_size": 128,
-    "optimizer": "adam", "lr": 4e-3, "schedule": "onecycle", "dropout": 0.0, "seed": 0, "limit": None,
+    "dataset": "mnist", "hidden": "256,128", "activation": "relu", "epochs": 3, "batch_size": 256,
+    "optimizer": "adam", "lr": 6e-3, "schedule": "onecycle", "label_smoothing": 0.1, "dropout": 0.0, "seed": 0,
+    "limit": None,
 }
 
 
@@ -21,12 +24,14 @@ def _train_parser(sub):
     p.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "leaky_relu", "elu"],
                    help="hidden activation (default: relu)")
     p.add_argument("--epochs", type=int, help="epochs (default: 3)")
-    p.add_argument("--batch-size", type=int, dest="batch_size", help="mini-batch size (default: 128)")
+    p.add_argument("--batch-size", type=int, dest="batch_size", help="mini-batch size (default: 256)")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
                    help="optimizer (default: adam)")
-    p.add_argument("--lr", type=float, help="learning rate; the peak rate for onecycle (default: 4e-3)")
+    p.add_argument("--lr", type=float, help="learning rate; the peak rate for onecycle (default: 6e-3)")
     p.add_argument("--schedule", choices=["none", "onecycle", "cosine", "step", "plateau"],
                    help="learning-rate schedule (default: onecycle)")
+    p.add_argument("--label-smoothing", type=float, dest="label_smoothing",
+                   help="label smoothing of the cross-entropy loss, in [0, 1] (default: 0.1)")
     p.add_argument("--dropout", type=float, help="dropout after each hidden activation (default: 0)")
     p.add_argument("--seed", type=int, help="seed for weights and shuffling (default: 0)")
     p.add_argument("--backend", choices=["cpp", "numba", "numpy"], help="kernel backend (default: cpp)")
@@ -145,7 +150,8 @@ def cmd_train(args):
     optimizer = _optimizer(settings["optimizer"], model.parameters(), settings["lr"])
     steps_per_epoch = -(-x_train.shape[0] // settings["batch_size"])
     scheduler = _scheduler(settings["schedule"], optimizer, settings["lr"], settings["epochs"], steps_per_epoch)
-    trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, scheduler, batch_size=settings["batch_size"],
+    loss = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    trainer = Trainer(model, loss, optimizer, scheduler, batch_size=settings["batch_size"],
                       epochs=settings["epochs"], seed=settings["seed"])
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint.optimizer_state)

@@ -102,6 +102,22 @@ struct SparseInput {
   }
 };
 
+// C (M, N) = act(op(A) @ op(B) + bias) through the dispatched GEMM, for
+// contiguous A, B and C; op(A) is A (M, K), or A stored (K, M) with trans_a;
+// op(B) is B (K, N), or B stored (N, K) with trans_b.
+template <class T>
+void product(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, const T* B, T* C,
+             const T* bias = nullptr, Act act = Act::none) {
+  GemmArgs<T> g;
+  g.trans_a = trans_a; g.trans_b = trans_b;
+  g.M = M; g.N = N; g.K = K;
+  g.A = A; g.lda = trans_a ? M : K;
+  g.B = B; g.ldb = trans_b ? K : N;
+  g.C = C; g.ldc = N;
+  g.bias = bias; g.act = act;
+  gemm(g);
+}
+
 }  // namespace
 
 template <class T>
@@ -114,20 +130,12 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, inde
   SparseMatmulArgs<T> s;
   // Skipping x's zeros also skips their 0 * W terms, which are only not 0 when
   // W holds an infinity or a NaN: then the dense product gives the NaNs.
-  if (block_sparse_form(x, rows, in, false, s.a) &&
-      all_finite(W, in * out)) {
+  if (block_sparse_form(x, rows, in, false, s.a) && all_finite(W, in * out)) {
     s.B = W; s.bias = b; s.C = y; s.n = out; s.act = act;
     sparse_matmul(s);
     return;
   }
-  GemmArgs<T> g;
-  g.M = rows; g.N = out; g.K = in;
-  g.A = x; g.lda = in;
-  g.B = W; g.ldb = out;
-  g.C = y; g.ldc = out;
-  g.bias = b;
-  g.act = act;
-  gemm(g);
+  product(false, false, rows, out, in, x, W, y, b, act);
 }
 
 template <class T>
@@ -137,29 +145,14 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
   const T* grad = act == Act::none ? dy : dz;
   // dW (in, out) = x^T (in, rows) @ grad (rows, out)
   SparseMatmulArgs<T> s;
-  if (block_sparse_form(x, rows, in, true, s.a) &&
-      all_finite(grad, rows * out)) {
+  if (block_sparse_form(x, rows, in, true, s.a) && all_finite(grad, rows * out)) {
     s.B = grad; s.C = dW; s.n = out;
     sparse_matmul(s);
   } else {
-    GemmArgs<T> gw;
-    gw.trans_a = true;
-    gw.M = in; gw.N = out; gw.K = rows;
-    gw.A = x; gw.lda = in;
-    gw.B = grad; gw.ldb = out;
-    gw.C = dW; gw.ldc = out;
-    gemm(gw);
+    product(true, false, in, out, rows, x, grad, dW);
   }
-  if (dx) {
-    // dx (rows, in) = grad (rows, out) @ W^T (out, in)
-    GemmArgs<T> gx;
-    gx.trans_b = true;
-    gx.M = rows; gx.N = in; gx.K = out;
-    gx.A = grad; gx.lda = out;
-    gx.B = W; gx.ldb = out;
-    gx.C = dx; gx.ldc = in;
-    gemm(gx);
-  }
+  // dx (rows, in) = grad (rows, out) @ W^T (out, in)
+  if (dx) product(false, true, rows, in, out, grad, W, dx);
 }
 
 void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes) {
