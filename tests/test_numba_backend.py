@@ -19,6 +19,17 @@ from fastnn.backends import numba_backend as nb
 from fastnn.backends import numpy_backend as ref
 
 SHAPES = [(1, 1), (7, 3), (33, 10), (257, 1000)]  # the last runs the parallel drivers
+
+
+@pytest.fixture(autouse=True)
+def parallel_from_test_sizes(monkeypatch):
+    """The backend splits only work of a few ms (its thresholds are set for a
+    training loop that shares the cores with OpenBLAS); here the parallel
+    drivers start at the sizes these tests use, so that their larger shapes
+    take them."""
+    for name, value in (("_PAR_MIN_ELEMENTWISE", 1 << 17), ("_PAR_MIN_TRANSCENDENTAL", 1 << 15),
+                        ("_PAR_MIN_ROWS", 1 << 14), ("_PAR_MIN_GATHER", 1 << 17), ("_PAR_MIN_OPTIMIZER", 1 << 16)):
+        monkeypatch.setattr(nb, name, value)
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 1e-6, np.float64: 1e-12}
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")

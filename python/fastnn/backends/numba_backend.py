@@ -93,14 +93,18 @@ NAME = "numba"
 # written in terms of the activation's output y, which the layer keeps.
 FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
-# Work (elements) from which the parallel driver of a kernel is used. A
-# parallel region costs ~2-4 us; these are the measured serial/parallel
-# crossovers on 2 cores (float32), rounded to powers of two.
-_PAR_MIN_ELEMENTWISE = 1 << 17      # memory-bound loops (relu, backward passes, bias gradient)
-_PAR_MIN_TRANSCENDENTAL = 1 << 15   # loops with an exp/tanh per element
-_PAR_MIN_ROWS = 1 << 14             # softmax / cross-entropy, N*C
-_PAR_MIN_GATHER = 1 << 17           # gather_rows, B*D
-_PAR_MIN_OPTIMIZER = 1 << 16        # optimizer steps, parameter size
+# Work (elements) from which the parallel driver of a kernel is used. Alone, a
+# parallel region costs ~2-4 us and pays off from ~2^15 elements; but this
+# backend's matmuls run on NumPy's OpenBLAS, whose threads keep spinning for
+# ~0.1 s after each call, and Numba's threads then wait for the cores: in an
+# MNIST training step (784-256-128-10, batch 128) every parallel kernel took
+# milliseconds (an epoch 5.1 s; all serial, 0.6 s). So only work large enough
+# to dwarf that contention -- a few ms -- is split.
+_PAR_MIN_ELEMENTWISE = 1 << 21      # memory-bound loops (relu, backward passes, bias gradient)
+_PAR_MIN_TRANSCENDENTAL = 1 << 19   # loops with an exp/tanh per element
+_PAR_MIN_ROWS = 1 << 19             # softmax / cross-entropy, N*C
+_PAR_MIN_GATHER = 1 << 21           # gather_rows, B*D
+_PAR_MIN_OPTIMIZER = 1 << 20        # optimizer steps, parameter size
 
 _FM_SUM = {"contract", "reassoc"}    # kernels with float64 sums (need reassoc to vectorise)
 _FM_MATH = {"contract"}              # the polynomial helpers (FMA only; no reassociation!)
