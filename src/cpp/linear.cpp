@@ -87,10 +87,11 @@ struct SparseInput {
     a.lines = by_columns ? cols : rows;
     a.capacity = by_columns ? rows : cols;
     const index_t blocks = a.blocks();
-    count.resize(blocks);
-    if (index_t(index.size()) < blocks * a.capacity) index.resize(blocks * a.capacity);
-    if (index_t(value.size()) < blocks * a.capacity * kSparseBlockLines)
-      value.resize(blocks * a.capacity * kSparseBlockLines);
+    // Never empty: pointer arithmetic on the null data() of an empty vector is undefined.
+    const index_t entries = std::max<index_t>(blocks * a.capacity, 1);
+    count.resize(std::max<index_t>(blocks, 1));
+    if (index_t(index.size()) < entries) index.resize(entries);
+    if (index_t(value.size()) < entries * kSparseBlockLines) value.resize(entries * kSparseBlockLines);
     const BlockSparseBuffers<T> out{count.data(), index.data(), value.data()};
     const index_t max_entries = index_t(kSparseMaxDensity * double(blocks) * double(a.capacity));
     const bool sparse = by_columns ? block_sparse_columns(x, rows, cols, max_entries, out)
