@@ -110,8 +110,6 @@ struct NarrowRows {
     simd::transpose<T>(r);
     for (int i = 0; i < rows; ++i) simd::store_first(y + i * cols, int(cols), r[i]);
   }
-  // (The running max and sum are vectors in registers, not arrays: through
-  // memory every column would wait for the previous column's store.)
   void find_max(index_t cols) {
     V m = simd::load(col[0]);
     for (index_t j = 1; j < cols; ++j) {
@@ -138,17 +136,10 @@ struct NarrowRows {
     for (int l = 0; l < W; ++l) log_sum[l] = vlog(sum[l]);
   }
 };
-#endif
 
-// Whether rows of `cols` values take the narrow path.
 template <class T>
-inline bool narrow(index_t cols) {
-#if FASTNN_VBYTES == 64
-  return cols <= NarrowRows<T>::W;
-#else
-  return (void)cols, false;
+inline bool narrow(index_t cols) { return cols <= NarrowRows<T>::W; }
 #endif
-}
 
 template <class T>
 void softmax_rows(const SoftmaxArgs<T>& a) {
