@@ -12,8 +12,9 @@ namespace fastnn {
 namespace FASTNN_ISA_NS {
 
 namespace {
-// Elementwise work per parameter element is a few flops; split only large tensors.
-constexpr index_t kOptimGrain = 1 << 16;
+// Tensors from 16k elements on are split over the threads: an MNIST layer of
+// 256x128 (32k) took 27 us alone in a training step, 17.5 us on two threads.
+constexpr index_t kOptimGrain = 1 << 14;
 
 // body(i) for i in [0, n). Each chunk works on its own copy of body (which
 // captures by value): were its hyperparameters reached through a reference, the
