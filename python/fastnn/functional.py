@@ -55,7 +55,7 @@ def as_labels(t, name, n_rows, n_classes):
         raise ValueError(f"{name} must have shape ({n_rows},) to match the batch, got {arr.shape}")
     if arr.dtype != np.int64 or not arr.flags.c_contiguous or not arr.flags.aligned:
         arr = np.require(arr, dtype=np.int64, requirements="CA")
-    if arr.size and not getattr(backends.active(), "CHECKS_LABELS", False):
+    if arr.size and not getattr(backends.active(), "CHECKS_ARGUMENTS", False):
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= n_classes:
             bad = lo if lo < 0 else hi

@@ -11,16 +11,10 @@ namespace fastnn {
 namespace FASTNN_ISA_NS {
 namespace {
 
-// out[i] = op(a[i], b[i]) over [0, n), the threads taking a chunk each. op is
-// copied into each chunk: reached through a reference, what it captures would
-// be reloaded on every iteration and the loop would not vectorise.
+// out[i] = op(a[i], b[i]) over [0, n) (b may be null: op then ignores it).
 template <class T, class Op>
 void map(const T* a, const T* b, T* out, index_t n, Op op) {
-  parallel_for(n, [=](index_t begin, index_t end) {
-    const Op f = op;
-#pragma omp simd
-    for (index_t i = begin; i < end; ++i) out[i] = f(a[i], b ? b[i] : T(0));
-  });
+  parallel_for_each(n, [=](index_t i) { out[i] = op(a[i], b ? b[i] : T(0)); });
 }
 
 template <class T>

@@ -32,6 +32,20 @@ static inline void parallel_for(index_t n, Body body, index_t grain = kParallelG
   }
 }
 
+// body(i) for every i in [0, n), each thread taking a chunk, in a vectorised
+// loop. Each chunk runs its own copy of body, which should capture by value:
+// what a body reaches through a reference must be reloaded after every store
+// the loop makes, and the loop does not vectorise (an optimizer update ran 15x
+// slower so).
+template <class Body>
+static inline void parallel_for_each(index_t n, Body body, index_t grain = kParallelGrain) {
+  parallel_for(n, [body](index_t begin, index_t end) {
+    const Body element = body;
+#pragma omp simd
+    for (index_t i = begin; i < end; ++i) element(i);
+  }, grain);
+}
+
 // Sum of body(begin, end) over the chunks, added in chunk order so that the
 // result depends only on the thread count, never on scheduling.
 template <class Body>

@@ -11,7 +11,6 @@ NAME = "cpp"
 # _core checks every argument itself (dtype, layout, shapes, label range) and
 # raises TypeError / ValueError / IndexError: calls with plain arrays need no
 # checks in Python first.
-CHECKS_LABELS = True
 CHECKS_ARGUMENTS = True
 FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
