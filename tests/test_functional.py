@@ -120,6 +120,28 @@ def test_softmax_family_matches_reference(backend, rng, name, shape, dtype):
         np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=tolerances(dtype, shape[-1])[0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols", [8, 10, 40])
+def test_softmax_tiny_probabilities_underflow_gradually(backend, dtype, cols):
+    """Rows holding one 0 and values down to below the smallest subnormal's log:
+    each probability within a few ulp of exp(x) / sum, the subnormal ones
+    within a few subnormal steps, none flushed to zero early (rows of at most
+    one vector take their own exp on AVX-512)."""
+    lo = -110.0 if dtype == np.float32 else -750.0
+    x = np.linspace(lo, 0.0, 160 * (cols - 1)).reshape(160, cols - 1)
+    x = np.concatenate([np.zeros((160, 1)), x], axis=1).astype(dtype)
+    truth = np.exp(up(x))
+    truth /= truth.sum(axis=1, keepdims=True)
+    got = F.softmax(x)
+    normal = truth >= np.finfo(dtype).tiny
+    # a few ulp per exp, and the rounding of a sum of cols terms
+    assert (np.abs(got[normal] - truth[normal]) / truth[normal]).max() <= 4 * np.sqrt(cols) * np.finfo(dtype).eps
+    assert np.abs(got[~normal] - truth[~normal]).max() <= 3 * np.finfo(dtype).smallest_subnormal
+    loss, grad = F.softmax_cross_entropy(x, np.zeros(160, np.int64))
+    np.testing.assert_allclose(grad[:, 1:], truth[:, 1:] / 160, rtol=16 * np.finfo(dtype).eps,
+                               atol=3 * float(np.finfo(dtype).smallest_subnormal))
+
+
 # ---------------------------------------------------------------- activations
 
 from conftest import ACTIVATION_CASES

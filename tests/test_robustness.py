@@ -136,6 +136,13 @@ def _spec_table():
                              ("label_smoothing", FLT, 0.0), ("row_loss", OUT, b.out(b.N)),
                              ("dlogits", OUT, b.out(b.N, b.C)), ("grad_scale", FLT, 1.0)]),
     ]
+    S["softmax_cross_entropy"] = [
+        ("labels", lambda b: [("logits", IN, b.normal(b.N, b.C)), ("target", LAB, b.labels(b.N, b.C)),
+                              ("reduction", STR, "mean"), ("label_smoothing", FLT, 0.1),
+                              ("out", OUT, b.out(b.N, b.C))]),
+        ("probs", lambda b: [("logits", IN, b.normal(b.N, b.C)), ("target", IN, b.simplex(b.N, b.C)),
+                             ("reduction", STR, "none"), ("label_smoothing", FLT, 0.0), ("out", OUT, None)]),
+    ]
     S["cross_entropy_error"] = [
         ("labels", lambda b: [("y", IN, b.simplex(b.N, b.C)), ("t", LAB, b.labels(b.N, b.C))]),
         ("onehot", lambda b: [("y", IN, b.simplex(b.N, b.C)),
@@ -1122,6 +1129,9 @@ def test_core_outputs_overlapping_inputs():
     X3 = X.copy()
     check("_core.cross_entropy(logits, t, dlogits=logits)",
           lambda: (_core.cross_entropy(X3, labels, 0.0, None, X3), X3), want)
+    X4 = X.copy()
+    check("_core.softmax_cross_entropy(logits, t, out=logits)",
+          lambda: _core.softmax_cross_entropy(X4, labels, "mean", 0.0, X4), (want[0] / 4, want[1] / 4))
     xb, W, dy = rng.standard_normal((4, 3)), rng.standard_normal((3, 9)), rng.standard_normal((4, 9))
     yb = np.maximum(rng.standard_normal((4, 9)), 0)
     want = _core.linear_backward(xb, W, dy.copy(), yb, "relu")

@@ -7,7 +7,7 @@ overlap the inputs (elementwise kernels may write in place). Violations raise
 TypeError, ValueError or IndexError naming the argument. Every kernel releases
 the GIL. Shapes: N rows (batch), C classes, W is (in, out).
 """
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -33,6 +33,12 @@ def cross_entropy(logits: Array, target: Array, label_smoothing: float = 0.0, ro
     """Sum over rows of the cross-entropy of logits (N, C) against int64 labels (N,)
     or probabilities (N, C). Writes each row's loss to row_loss (N,) and
     grad_scale * d(row loss)/d(logits) to dlogits (N, C) when given."""
+
+def softmax_cross_entropy(logits: Array, target: Array, reduction: str = "mean", label_smoothing: float = 0.0,
+                          out: Optional[Array] = None) -> Tuple[Union[float, Array], Array]:
+    """(loss, dlogits): cross_entropy reduced 'mean' | 'sum' (a float) or
+    'none' (the row losses (N,)), and its gradient (N, C), written to out when
+    given ('none': the gradient of the summed row losses)."""
 
 def relu(x: Array, out: Optional[Array] = None) -> Array: ...
 def sigmoid(x: Array, out: Optional[Array] = None) -> Array: ...

@@ -288,14 +288,14 @@ def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0,
     """(loss, dlogits): cross_entropy and its gradient with respect to the
     logits, in one pass ('none': the gradient of the summed row losses)."""
     backend = backends.active()
-    if (getattr(backend, "CHECKS_ARGUMENTS", False) and reduction == "mean" and type(label_smoothing) is float
-            and type(logits) is np.ndarray and type(target) is np.ndarray and (out is None or type(out) is np.ndarray)
-            and logits.ndim == 2 and logits.shape[0]):
-        # The common call, on a backend that checks its arguments itself: at
-        # 128x10 the checks below would cost more than the kernel. What the
-        # backend refuses goes through them, which convert it or name the fault.
+    if type(label_smoothing) is float and getattr(backend, "CHECKS_ARGUMENTS", False):
+        # On a backend that checks its arguments itself, plain arrays go straight
+        # to it: at 128x10 any check here would cost as much as the kernel.
+        # What the backend refuses (lists, other dtypes, 1-D logits, bad labels,
+        # an empty batch's mean) goes through the checks below, which convert it
+        # or name the fault.
         try:
-            return backend.softmax_cross_entropy(logits, target, "mean", label_smoothing, out=out)
+            return backend.softmax_cross_entropy(logits, target, reduction, label_smoothing, out)
         except (TypeError, ValueError, IndexError):
             pass
     logits2, target, label_smoothing, squeeze = _logits_target(logits, target, reduction, label_smoothing)

@@ -121,13 +121,11 @@ struct NarrowRows {
   // sum of exp(col - max) and, with `keep_exp`, col = exp(col - max).
   void exp_columns(index_t cols, bool keep_exp) {
     V total = {};
+    const V m = simd::load(max);
     for (index_t j = 0; j < cols; ++j) {
-      alignas(64) T e[W];
-#pragma omp simd
-      for (int l = 0; l < W; ++l) e[l] = vexp(col[j][l] - max[l]);
-      const V ev = simd::load(e);
-      if (keep_exp) simd::store(col[j], ev);
-      total += ev;
+      const V e = simd::exp(simd::load(col[j]) - m);
+      if (keep_exp) simd::store(col[j], e);
+      total += e;
     }
     simd::store(sum, total);
   }
@@ -270,7 +268,8 @@ double narrow_cross_entropy(const CrossEntropyArgs<T>& a, index_t first, index_t
   const T s = T(a.label_smoothing), uniform = s / T(cols), keep = T(1) - s, scale = T(a.grad_scale);
   NarrowRows<T> r, t;
   alignas(64) T loss[W], label[W], picked[W], t_sum[W];
-  double total = 0;
+  // Summed lane by lane, a chain of W dependent additions per block otherwise.
+  alignas(64) double lane_total[W] = {};
   for (index_t i0 = first; i0 < last; i0 += W) {
     const index_t rows = last - i0 < W ? last - i0 : W;
     r.load(a.logits + i0 * cols, rows, cols);
@@ -307,20 +306,25 @@ double narrow_cross_entropy(const CrossEntropyArgs<T>& a, index_t first, index_t
       for (int l = 0; l < W; ++l) loss[l] = r.log_sum[l] * t_sum[l] - loss[l];
     }
     if (a.dlogits) {
+      alignas(64) T inv_sum[W];
+#pragma omp simd
+      for (int l = 0; l < W; ++l) inv_sum[l] = T(1) / r.sum[l];
       for (index_t j = 0; j < cols; ++j)
 #pragma omp simd
         for (int l = 0; l < W; ++l) {
-          const T p = r.col[j][l] / r.sum[l];
+          const T p = r.col[j][l] * inv_sum[l];
           r.col[j][l] = a.labels ? scale * (p - uniform - (label[l] == T(j) ? keep : T(0)))
                                  : scale * (p * t_sum[l] - (keep * t.col[j][l] + uniform));
         }
       r.store(a.dlogits + i0 * cols, rows, cols);
     }
-    for (index_t l = 0; l < rows; ++l) {
-      if (a.row_loss) a.row_loss[i0 + l] = loss[l];
-      total += double(loss[l]);
-    }
+    if (a.row_loss)
+      for (index_t l = 0; l < rows; ++l) a.row_loss[i0 + l] = loss[l];
+#pragma omp simd
+    for (int l = 0; l < W; ++l) lane_total[l] += l < rows ? double(loss[l]) : 0.0;
   }
+  double total = 0;
+  for (int l = 0; l < W; ++l) total += lane_total[l];
   return total;
 }
 #endif

@@ -11,9 +11,13 @@ namespace FASTNN_ISA_NS {
 
 // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln2 / 2, exp(r) by its
 // Taylor polynomial (degree 7 for float, 12 for double: truncation < 1 ulp).
+// 2^n is applied as two normal powers of two, 2^(n - n/2) and then 2^(n/2), so
+// that results below the smallest normal number underflow gradually (rounded
+// once, by the last product) and results past the largest overflow to inf;
+// x is clamped where the result is 0 or inf anyway. A NaN passes the clamps
+// and the arithmetic as NaN. No selects: the loops calling this vectorise.
 static inline float vexp(float x) {
-  const float lo = -86.5f;  // keeps 2^n a normal number
-  const float xc = x < lo ? lo : (x > 88.0f ? 88.0f : x);
+  const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = xc * 1.44269504088896341f + magic;
   const float n = t - magic;
@@ -26,17 +30,18 @@ static inline float vexp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  // The exponent is added in unsigned arithmetic: shifting a negative int is undefined.
-  const std::uint32_t n_bits = (__builtin_bit_cast(std::uint32_t, t) - 0x4B400000u) << 23;
-  const std::uint32_t bits = __builtin_bit_cast(std::uint32_t, p) + n_bits;
-  const float e = __builtin_bit_cast(float, bits);
-  // x != x keeps NaN; below lo the true value is (denormal or) zero.
-  return x != x ? x : (x < lo ? 0.0f : (x > 88.0f ? x * 1e30f * 1e30f : e));
+  // n and half = round(n / 2) as two's complement bits, in unsigned arithmetic
+  // (a NaN's bits make a meaningless power of two, which the NaN p absorbs).
+  // |half|, |n - half| <= 76: both powers of two are normal numbers.
+  const std::uint32_t n_bits = __builtin_bit_cast(std::uint32_t, t) - 0x4B400000u;
+  const std::uint32_t half_bits = __builtin_bit_cast(std::uint32_t, n * 0.5f + magic) - 0x4B400000u;
+  const float first = __builtin_bit_cast(float, (n_bits - half_bits + 127u) << 23);
+  const float second = __builtin_bit_cast(float, (half_bits + 127u) << 23);
+  return p * first * second;
 }
 
 static inline double vexp(double x) {
-  const double lo = -707.0;
-  const double xc = x < lo ? lo : (x > 709.0 ? 709.0 : x);
+  const double xc = x < -746.0 ? -746.0 : (x > 710.0 ? 710.0 : x);
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
   const double t = xc * 1.4426950408889634 + magic;
   const double n = t - magic;
@@ -54,10 +59,11 @@ static inline double vexp(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  const std::uint64_t n_bits = (__builtin_bit_cast(std::uint64_t, t) - 0x4338000000000000ull) << 52;
-  const std::uint64_t bits = __builtin_bit_cast(std::uint64_t, p) + n_bits;
-  const double e = __builtin_bit_cast(double, bits);
-  return x != x ? x : (x < lo ? 0.0 : (x > 709.0 ? x * 1e300 * 1e300 : e));
+  const std::uint64_t n_bits = __builtin_bit_cast(std::uint64_t, t) - 0x4338000000000000ull;
+  const std::uint64_t half_bits = __builtin_bit_cast(std::uint64_t, n * 0.5 + magic) - 0x4338000000000000ull;
+  const double first = __builtin_bit_cast(double, (n_bits - half_bits + 1023u) << 52);  // |n - half|, |half| <= 539
+  const double second = __builtin_bit_cast(double, (half_bits + 1023u) << 52);
+  return p * first * second;
 }
 
 // log(x) for positive normal x (NaN stays NaN): x = 2^k * z with z in

@@ -28,6 +28,7 @@ elu = _core.elu
 elu_backward = _core.elu_backward
 matmul = _core.matmul
 gather_rows = _core.gather_rows
+softmax_cross_entropy = _core.softmax_cross_entropy
 
 
 def _elementwise_loss(kernel, pred, target, reduction):
@@ -76,17 +77,6 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
         return row_loss
     total = _core.cross_entropy(logits, target, label_smoothing)
     return total * _scale(reduction, logits.shape[0]) if logits.shape[0] else float("nan")
-
-
-def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, out=None):
-    dlogits = np.empty(logits.shape, logits.dtype) if out is None else out
-    scale = _scale(reduction, logits.shape[0])
-    if reduction == "none":
-        row_loss = np.empty(logits.shape[0], dtype=logits.dtype)
-        _core.cross_entropy(logits, target, label_smoothing, row_loss, dlogits, scale)
-        return row_loss, dlogits
-    total = _core.cross_entropy(logits, target, label_smoothing, None, dlogits, scale)
-    return (total * scale if logits.shape[0] else float("nan")), dlogits
 
 
 def binary_cross_entropy(p, t, reduction="mean"):
