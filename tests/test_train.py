@@ -63,6 +63,38 @@ def test_trainer_batches_cover_each_sample_once_per_epoch():
     assert first != second
 
 
+def test_prefetching_the_next_batch_changes_nothing(monkeypatch):
+    """The cpp backend's prefetch_rows is only a hint: each step asks for the
+    next batch's rows, and training without it gives bit-identical weights."""
+    from fastnn import backends
+    from fastnn.backends import cpp_backend
+    previous = fastnn.backend()
+    fastnn.set_backend("cpp")
+    try:
+        _train_with_and_without_prefetch(monkeypatch, cpp_backend)
+    finally:
+        backends.set_active(previous)
+
+
+def _train_with_and_without_prefetch(monkeypatch, cpp_backend):
+    x, y = blobs(n=200)
+    asked = []
+    prefetch = cpp_backend.prefetch_rows
+    monkeypatch.setattr(cpp_backend, "prefetch_rows", lambda xs, idx: (asked.append(idx.copy()), prefetch(xs, idx)))
+    with_hint = make_trainer(seed=2, epochs=2)
+    with_hint.fit(x, y)
+    seen = []
+    monkeypatch.setattr(cpp_backend, "gather_rows", lambda xs, idx, out=None: (seen.append(idx.copy()),
+                                                                                 np.take(xs, idx, axis=0, out=out))[1])
+    monkeypatch.delattr(cpp_backend, "prefetch_rows")
+    without = make_trainer(seed=2, epochs=2)
+    without.fit(x, y)
+    # every batch but each epoch's first was asked for one step ahead
+    assert [a.tolist() for a in asked] == [b.tolist() for e in (seen[:7], seen[7:]) for b in e[1:]]
+    for a, b in zip(with_hint.model.parameters(), without.model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_same_seed_gives_bit_identical_training():
     x, y = blobs()
     runs = []

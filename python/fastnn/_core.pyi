@@ -81,6 +81,9 @@ def linear_backward(x: Array, W: Array, dy: Array, y: Optional[Array] = None, ac
 def gather_rows(x: Array, index: Array, out: Optional[Array] = None) -> Array:
     """x[index] for int64 index (B,), rows copied in parallel; any plain dtype."""
 
+def prefetch_rows(x: Array, index: Array) -> None:
+    """Starts loading the rows x[index] into the cache and returns at once (a
+    hint for the next gather_rows; nothing is written)."""
 def block_sparse(x: Array, by_columns: bool = False) -> Optional[Tuple[Array, Array, Array]]:
     """The form in which linear() / linear_backward() multiply a mostly-zero x (N, K),
     or None when x is too dense and they use the GEMM. Lines are x's rows (the

@@ -201,6 +201,10 @@ class Trainer:
         x_batch = np.empty((bs,) + x.shape[1:], x.dtype)
         y_batch = np.empty((bs,) + y.shape[1:], y.dtype)
         per_batch_scheduler = self._per_batch_scheduler()
+        # Backends that can prefetch get the next batch's rows loading while
+        # this batch is computed: a random row of a large x is otherwise a
+        # cache miss on the critical path of every step.
+        prefetch_rows = getattr(kernels, "prefetch_rows", None)
         bar = self._progress_bar(steps, first_step)
         try:
             for step in range(first_step, steps):
@@ -210,6 +214,8 @@ class Trainer:
                 idx = order[step * bs:(step + 1) * bs]
                 m = idx.shape[0]
                 xb = kernels.gather_rows(x, idx, out=x_batch[:m])
+                if prefetch_rows is not None and step + 1 < steps:
+                    prefetch_rows(x, order[(step + 1) * bs:(step + 2) * bs])
                 yb = np.take(y, idx, axis=0, out=y_batch[:m])
                 pred = self.model.forward(xb)
                 batch_loss = self.loss.forward(pred, yb)

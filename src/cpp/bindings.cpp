@@ -443,8 +443,10 @@ py::object block_sparse(const py::array& x, bool by_columns) {
   });
 }
 
-py::array gather_rows(const py::array& x, const py::array& index, const OptArray& out) {
-  // Rows are copied as raw bytes, which is wrong for Python object references.
+// x (rows, ...) holding plain numbers, contiguous, and index: int64 (count,)
+// with every value a row of x.
+void check_rows_and_index(const py::array& x, const py::array& index) {
+  // Rows are handled as raw bytes, which is wrong for Python object references.
   if (x.dtype().attr("hasobject").cast<bool>())
     throw py::type_error("x must hold plain numbers, got dtype " + dtype_name(x));
   check_contiguous(x, "x");
@@ -459,6 +461,21 @@ py::array gather_rows(const py::array& x, const py::array& index, const OptArray
     if (idx[i] < 0 || idx[i] >= rows)
       throw py::index_error("index " + std::to_string(idx[i]) + " at position " + std::to_string(i) +
                             " is out of range for x with " + std::to_string(rows) + " rows");
+}
+
+index_t row_bytes_of(const py::array& x) { return x.shape(0) > 0 ? index_t(x.nbytes()) / x.shape(0) : 0; }
+
+void prefetch_rows(const py::array& x, const py::array& index) {
+  check_rows_and_index(x, index);
+  py::gil_scoped_release release;
+  fastnn::prefetch_rows(static_cast<const char*>(x.data()), ptr<std::int64_t>(index), index.shape(0),
+                        row_bytes_of(x));
+}
+
+py::array gather_rows(const py::array& x, const py::array& index, const OptArray& out) {
+  check_rows_and_index(x, index);
+  const index_t count = index.shape(0);
+  const std::int64_t* idx = ptr<std::int64_t>(index);
   Shape shape = shape_of(x);
   shape[0] = count;
   py::array result;
@@ -473,7 +490,7 @@ py::array gather_rows(const py::array& x, const py::array& index, const OptArray
   } else {
     result = py::array(x.dtype(), shape);
   }
-  const index_t row_bytes = rows > 0 ? index_t(x.nbytes()) / rows : 0;
+  const index_t row_bytes = row_bytes_of(x);
   py::gil_scoped_release release;
   fastnn::gather_rows(static_cast<const char*>(x.data()), idx, static_cast<char*>(result.mutable_data()), count,
                       row_bytes);
@@ -643,6 +660,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("dx_out").noconvert() = py::none(), py::arg("dW_out").noconvert() = py::none(),
         py::arg("db_out").noconvert() = py::none(), py::arg("dz_out").noconvert() = py::none());
   m.def("gather_rows", &gather_rows, x_arg, py::arg("index").noconvert(), out_arg);
+  m.def("prefetch_rows", &prefetch_rows, x_arg, py::arg("index").noconvert());
   m.def("block_sparse", &block_sparse, x_arg, py::arg("by_columns") = false);
 
   auto param_arg = py::arg("param").noconvert();

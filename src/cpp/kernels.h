@@ -52,4 +52,8 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
 // out (count, row_bytes) = rows of x picked by index (count,); index already checked.
 void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes);
 
+// Starts loading rows of x picked by index (count,) into the cache, and returns
+// at once (a hint: nothing is written); index already checked.
+void prefetch_rows(const char* x, const std::int64_t* index, index_t count, index_t row_bytes);
+
 }  // namespace fastnn

@@ -28,6 +28,7 @@ elu = _core.elu
 elu_backward = _core.elu_backward
 matmul = _core.matmul
 gather_rows = _core.gather_rows
+prefetch_rows = _core.prefetch_rows
 softmax_cross_entropy = _core.softmax_cross_entropy
 
 
