@@ -9,6 +9,62 @@
 namespace fastnn {
 namespace FASTNN_ISA_NS {
 
+// The bit layout of float and double, and the constants of vexp and vlog.
+template <class T> struct FloatConstants;
+template <> struct FloatConstants<float> {
+  typedef std::uint32_t Bits;
+  typedef std::int32_t SignedBits;
+  static constexpr int mantissa_bits = 23;
+  static constexpr Bits exponent_bias = 127;
+  static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr Bits round_magic_bits = 0x4B400000u;
+  static constexpr float exp_lo = -104.0f, exp_hi = 89.0f;  // exp is 0 below, inf above
+  static constexpr float log2e = 1.44269504088896341f;
+  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;  // ln 2 = hi + lo
+  static constexpr int exp_degree = 7;                                       // truncation < 1 ulp
+  static constexpr Bits bits_of_0_6875 = 0x3F300000u;
+  static constexpr int log_degree = 11;
+};
+template <> struct FloatConstants<double> {
+  typedef std::uint64_t Bits;
+  typedef std::int64_t SignedBits;
+  static constexpr int mantissa_bits = 52;
+  static constexpr Bits exponent_bias = 1023;
+  static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr Bits round_magic_bits = 0x4338000000000000ull;
+  static constexpr double exp_lo = -746.0, exp_hi = 710.0;
+  static constexpr double log2e = 1.4426950408889634;
+  static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+  static constexpr int exp_degree = 12;
+  static constexpr Bits bits_of_0_6875 = 0x3FE6000000000000ull;
+  static constexpr int log_degree = 23;
+};
+
+// 1 / k! for k = 0 ... N: the Taylor coefficients of exp.
+template <class T, int N>
+struct InverseFactorials {
+  T c[N + 1];
+  constexpr InverseFactorials() : c() {
+    T factorial = 1;
+    for (int k = 0; k <= N; ++k) {
+      if (k > 0) factorial *= T(k);
+      c[k] = T(1) / factorial;
+    }
+  }
+};
+template <class T>
+constexpr InverseFactorials<T, FloatConstants<T>::exp_degree> kExpTaylor{};
+
+// exp(r) for |r| <= ln2 / 2 by its Taylor polynomial; r is a T or a vector of T.
+template <class T, class V>
+static inline V exp_taylor(V r) {
+  constexpr int degree = FloatConstants<T>::exp_degree;
+  V p = V{} + kExpTaylor<T>.c[degree];
+#pragma GCC unroll 16
+  for (int k = degree - 1; k >= 0; --k) p = p * r + kExpTaylor<T>.c[k];
+  return p;
+}
+
 // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln2 / 2, exp(r) by its
 // Taylor polynomial (degree 7 for float, 12 for double: truncation < 1 ulp).
 // 2^n is applied as two normal powers of two, 2^(n - n/2) and then 2^(n/2), so
@@ -16,90 +72,43 @@ namespace FASTNN_ISA_NS {
 // once, by the last product) and results past the largest overflow to inf;
 // x is clamped where the result is 0 or inf anyway. A NaN passes the clamps
 // and the arithmetic as NaN. No selects: the loops calling this vectorise.
-static inline float vexp(float x) {
-  const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float t = xc * 1.44269504088896341f + magic;
-  const float n = t - magic;
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+template <class T>
+static inline T vexp(T x) {
+  typedef FloatConstants<T> C;
+  typedef typename C::Bits Bits;
+  const T xc = x < C::exp_lo ? C::exp_lo : (x > C::exp_hi ? C::exp_hi : x);
+  const T t = xc * C::log2e + C::round_magic;
+  const T n = t - C::round_magic;
+  const T p = exp_taylor<T>((xc - n * C::ln2_hi) - n * C::ln2_lo);
   // n and half = round(n / 2) as two's complement bits, in unsigned arithmetic
   // (a NaN's bits make a meaningless power of two, which the NaN p absorbs).
-  // |half|, |n - half| <= 76: both powers of two are normal numbers.
-  const std::uint32_t n_bits = __builtin_bit_cast(std::uint32_t, t) - 0x4B400000u;
-  const std::uint32_t half_bits = __builtin_bit_cast(std::uint32_t, n * 0.5f + magic) - 0x4B400000u;
-  const float first = __builtin_bit_cast(float, (n_bits - half_bits + 127u) << 23);
-  const float second = __builtin_bit_cast(float, (half_bits + 127u) << 23);
-  return p * first * second;
-}
-
-static inline double vexp(double x) {
-  const double xc = x < -746.0 ? -746.0 : (x > 710.0 ? 710.0 : x);
-  const double magic = 6755399441055744.0;  // 1.5 * 2^52
-  const double t = xc * 1.4426950408889634 + magic;
-  const double n = t - magic;
-  const double r = (xc - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
-  double p = 1.0 / 479001600;
-  p = p * r + 1.0 / 39916800;
-  p = p * r + 1.0 / 3628800;
-  p = p * r + 1.0 / 362880;
-  p = p * r + 1.0 / 40320;
-  p = p * r + 1.0 / 5040;
-  p = p * r + 1.0 / 720;
-  p = p * r + 1.0 / 120;
-  p = p * r + 1.0 / 24;
-  p = p * r + 1.0 / 6;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  const std::uint64_t n_bits = __builtin_bit_cast(std::uint64_t, t) - 0x4338000000000000ull;
-  const std::uint64_t half_bits = __builtin_bit_cast(std::uint64_t, n * 0.5 + magic) - 0x4338000000000000ull;
-  const double first = __builtin_bit_cast(double, (n_bits - half_bits + 1023u) << 52);  // |n - half|, |half| <= 539
-  const double second = __builtin_bit_cast(double, (half_bits + 1023u) << 52);
+  // |half| and |n - half| are at most 76 (float) or 539 (double): both powers
+  // of two are normal numbers.
+  const Bits n_bits = __builtin_bit_cast(Bits, t) - C::round_magic_bits;
+  const Bits half_bits = __builtin_bit_cast(Bits, n * T(0.5) + C::round_magic) - C::round_magic_bits;
+  const T first = __builtin_bit_cast(T, Bits((n_bits - half_bits + C::exponent_bias) << C::mantissa_bits));
+  const T second = __builtin_bit_cast(T, Bits((half_bits + C::exponent_bias) << C::mantissa_bits));
   return p * first * second;
 }
 
 // log(x) for positive normal x (NaN stays NaN): x = 2^k * z with z in
 // [0.6875, 1.375), and log z = 2 atanh(u) = 2 (u + u^3/3 + u^5/5 + ...) with
 // u = (z - 1) / (z + 1), |u| < 0.19 (series to u^11 for float, u^23 for double).
-static inline float vlog(float x) {
-  const std::uint32_t bits = __builtin_bit_cast(std::uint32_t, x);
-  const std::uint32_t offset = 0x3F300000u;  // the bits of 0.6875
-  const std::uint32_t shifted = bits - offset;
-  const float k = float(std::int32_t(shifted) >> 23);
-  const float z = __builtin_bit_cast(float, bits - (shifted & 0xFF800000u));
-  const float u = (z - 1.0f) / (z + 1.0f);
-  const float u2 = u * u;
-  float p = 1.0f / 11;
-  p = p * u2 + 1.0f / 9;
-  p = p * u2 + 1.0f / 7;
-  p = p * u2 + 1.0f / 5;
-  p = p * u2 + 1.0f / 3;
-  p = p * u2 + 1.0f;
-  const float log_z = 2.0f * u * p;
-  const float y = (k * 0.693359375f + log_z) + k * -2.12194440e-4f;
-  return x != x ? x : y;
-}
-
-static inline double vlog(double x) {
-  const std::uint64_t bits = __builtin_bit_cast(std::uint64_t, x);
-  const std::uint64_t offset = 0x3FE6000000000000ull;  // the bits of 0.6875
-  const std::uint64_t shifted = bits - offset;
-  const double k = double(std::int64_t(shifted) >> 52);
-  const double z = __builtin_bit_cast(double, bits - (shifted & 0xFFF0000000000000ull));
-  const double u = (z - 1.0) / (z + 1.0);
-  const double u2 = u * u;
-  double p = 1.0 / 23;
-  for (int d = 21; d >= 1; d -= 2) p = p * u2 + 1.0 / d;
-  const double log_z = 2.0 * u * p;
-  const double y = (k * 6.93147180369123816490e-01 + log_z) + k * 1.90821492927058770002e-10;
+template <class T>
+static inline T vlog(T x) {
+  typedef FloatConstants<T> C;
+  typedef typename C::Bits Bits;
+  const Bits bits = __builtin_bit_cast(Bits, x);
+  const Bits shifted = bits - C::bits_of_0_6875;
+  const T k = T(typename C::SignedBits(shifted) >> C::mantissa_bits);
+  const T z = __builtin_bit_cast(T, Bits(bits - (shifted & ~((Bits(1) << C::mantissa_bits) - 1))));
+  const T u = (z - T(1)) / (z + T(1));
+  const T u2 = u * u;
+  T p = T(1) / T(C::log_degree);
+#pragma GCC unroll 16
+  for (int d = C::log_degree - 2; d >= 1; d -= 2) p = p * u2 + T(1) / T(d);
+  const T log_z = T(2) * u * p;
+  const T y = (k * C::ln2_hi + log_z) + k * C::ln2_lo;
   return x != x ? x : y;
 }
 
