@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #include "common.h"
@@ -119,27 +120,33 @@ static inline void store_first(double* p, int n, vd v) {
 #endif
 
 #if FASTNN_VBYTES == 64
+static inline vf round_to_integer(vf v) {
+  return (vf)_mm512_roundscale_ps((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+static inline vd round_to_integer(vd v) {
+  return (vd)_mm512_roundscale_pd((__m512d)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+// lo <= x <= hi; max and min return their second operand for a NaN, so a NaN stays.
+static inline vf clamp(vf x, float lo, float hi) {
+  return (vf)_mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), (__m512)x));
+}
+static inline vd clamp(vd x, double lo, double hi) {
+  return (vd)_mm512_min_pd(_mm512_set1_pd(hi), _mm512_max_pd(_mm512_set1_pd(lo), (__m512d)x));
+}
+static inline vf scalef(vf p, vf n) { return (vf)_mm512_scalef_ps((__m512)p, (__m512)n); }
+static inline vd scalef(vd p, vd n) { return (vd)_mm512_scalef_pd((__m512d)p, (__m512d)n); }
+
 // exp of a whole vector: vexp's reduction and polynomial (vector_math.h), with
 // 2^n applied by one vscalef instead of vexp's integer work and two products
 // (vscalef rounds gradual underflow and gives inf and NaN by itself). The
 // narrow softmax rows spend most of their time in exp: cross-entropy at 128x10
-// took 1.20 us with vexp, 1.04 us with this. max/min return their second
-// operand for a NaN, so a NaN x stays NaN.
-static inline vf exp(vf x) {
-  typedef FloatConstants<float> C;
-  const __m512 xc = _mm512_min_ps(_mm512_set1_ps(C::exp_hi), _mm512_max_ps(_mm512_set1_ps(C::exp_lo), (__m512)x));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(C::log2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(C::ln2_lo), _mm512_fnmadd_ps(n, _mm512_set1_ps(C::ln2_hi), xc));
-  return (vf)_mm512_scalef_ps((__m512)exp_taylor<float>((vf)r), n);
-}
-static inline vd exp(vd x) {
-  typedef FloatConstants<double> C;
-  const __m512d xc = _mm512_min_pd(_mm512_set1_pd(C::exp_hi), _mm512_max_pd(_mm512_set1_pd(C::exp_lo), (__m512d)x));
-  const __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(xc, _mm512_set1_pd(C::log2e)),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(C::ln2_lo), _mm512_fnmadd_pd(n, _mm512_set1_pd(C::ln2_hi), xc));
-  return (vd)_mm512_scalef_pd((__m512d)exp_taylor<double>((vd)r), n);
+// took 1.20 us with vexp, 1.04 us with this.
+template <class V, class T = typename std::remove_reference<decltype(V{}[0])>::type>
+static inline V exp(V x) {
+  typedef FloatConstants<T> C;
+  const V xc = clamp(x, C::exp_lo, C::exp_hi);
+  const V n = round_to_integer(xc * C::log2e);
+  return scalef(exp_taylor<T>((xc - n * C::ln2_hi) - n * C::ln2_lo), n);
 }
 #endif
 
