@@ -335,14 +335,63 @@ def test_cross_entropy_is_more_accurate_than_float32_reference(dtype):
                                rtol=RTOL[dtype], atol=4 * np.finfo(dtype).eps / shape[0])
 
 
+@pytest.mark.parametrize("shape", [(7, 3), (33, 10), (60000, 10), (257, 1000)])  # narrow / wide, serial / parallel
+def test_labels_out_of_range_raise_index_error(shape):
+    # F leaves label ranges to this backend (CHECKS_ARGUMENTS): every kernel
+    # that indexes by label checks them first, and names the bad label.
+    x = data(shape, np.float32, "bad")
+    probabilities = nb.softmax(x)
+    for bad in (shape[1], -1):
+        lab = labels(shape, "bad")
+        lab[shape[0] // 2] = bad
+        for call in (lambda: nb.cross_entropy(x, lab), lambda: nb.softmax_cross_entropy(x, lab),
+                     lambda: nb.softmax_cross_entropy(x, lab, "none", 0.1),
+                     lambda: nb.cross_entropy_error(probabilities, lab),
+                     lambda: nb.cross_entropy_error_backward(probabilities, lab)):
+            with pytest.raises(IndexError, match=f"label {bad} is out of range"):
+                call()
+
+
+def _call_or_error(call):
+    try:
+        return call()
+    except (TypeError, ValueError, IndexError) as exc:
+        return type(exc)
+
+
+def test_softmax_cross_entropy_refuses_what_f_would_convert():
+    # F hands plain calls straight here and converts only what is refused:
+    # anything but C-contiguous float32/float64 logits with int64 labels or
+    # same-dtype probabilities must be refused, never computed on as is.
+    x = data((6, 4), np.float32, "plain")
+    lab = labels((6, 4), "plain")
+    assert _call_or_error(lambda: nb.softmax_cross_entropy(x, lab))[1].shape == (6, 4)
+    refused = [
+        (x.tolist(), lab), (x.astype(np.float16), lab), (np.asfortranarray(np.tile(x, 2)), lab),
+        (x[:, ::2], lab[:6]), (x[0], lab[:1]), (x, lab.astype(np.int32)), (x, lab.tolist()),
+        (x, lab[:5]), (x, lab[::2]), (x, np.eye(4, dtype=np.float64)[lab]), (x, np.eye(4, dtype=np.float32)[lab][:5]),
+    ]
+    for logits, target in refused:
+        assert _call_or_error(lambda: nb.softmax_cross_entropy(logits, target)) in (TypeError, ValueError)
+    for kwargs in (dict(reduction="avg"), dict(label_smoothing=1.5), dict(label_smoothing=float("nan")),
+                   dict(out=np.empty((6, 4))), dict(out=np.empty((4, 6), np.float32)),
+                   dict(out=np.empty((6, 8), np.float32)[:, :4]), dict(out=[[0.0] * 4] * 6)):
+        assert _call_or_error(lambda: nb.softmax_cross_entropy(x, lab, **kwargs)) in (TypeError, ValueError), kwargs
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    np.testing.assert_array_equal(nb.softmax_cross_entropy(readonly, lab)[1], nb.softmax_cross_entropy(x, lab)[1])
+
+
 def test_empty_batch_reductions():
     x = np.empty((0, 4))
     lab = np.empty(0, np.int64)
     assert math.isnan(nb.cross_entropy(x, lab))
     assert nb.cross_entropy(x, lab, "sum") == 0.0
     assert nb.cross_entropy(x, lab, "none").shape == (0,)
-    loss, grad = nb.softmax_cross_entropy(x, lab)
-    assert math.isnan(loss) and grad.shape == (0, 4)
+    # F hands softmax_cross_entropy plain calls unchecked (CHECKS_ARGUMENTS):
+    # like _core's, it refuses an empty batch, which F reports.
+    with pytest.raises(ValueError, match="non-empty"):
+        nb.softmax_cross_entropy(x, lab)
     assert nb.softmax(x).shape == (0, 4)
 
 
@@ -605,14 +654,15 @@ def test_parallel_drivers_cover_every_element(nchunks, dtype):
         nb._act_bwd_par(flat, flat, o, code, 0.3, nchunks)
         nb._act_bwd_k(flat, flat, s, code, 0.3)
         np.testing.assert_array_equal(o, s)
-    lab = labels(x.shape, "drv")
-    rows_p, rows_s = np.empty(37), np.empty(37)
-    gp, gs = np.empty_like(x), np.empty_like(x)
-    tp = nb._ce_par(x, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gp, rows_p, nchunks)
-    ts = nb._ce_rows(x, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gs, rows_s)
-    assert tp == ts
-    np.testing.assert_array_equal(gp, gs)
-    np.testing.assert_array_equal(rows_p, rows_s)
+    for logits in (x, x[:, :10].copy()):  # wide rows, and short ones (_ce_narrow_rows)
+        lab = labels(logits.shape, "drv")
+        rows_p, rows_s = np.empty(37), np.empty(37)
+        gp, gs = np.empty_like(logits), np.empty_like(logits)
+        tp = nb._ce_par(logits, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gp, rows_p, nchunks)
+        ts = nb._ce_serial(logits, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gs, rows_s)
+        assert tp == ts and tp[1] == -1
+        np.testing.assert_array_equal(gp, gs)
+        np.testing.assert_array_equal(rows_p, rows_s)
     db_p, db_s = np.empty(101), np.empty(101)
     dz_p, dz_s = np.empty_like(x), np.empty_like(x)
     nb._act_grad_bias_par(x, x, dz_p, db_p, 3, nchunks)

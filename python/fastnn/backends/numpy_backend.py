@@ -10,6 +10,10 @@ Shapes: x, logits are (N, C); labels are (N,) int64; W is (in, out).
 import numpy as np
 
 NAME = "numpy"
+# Whether the backend checks label ranges in its label-taking kernels and every
+# argument of softmax_cross_entropy, so that fastnn.functional can hand it plain
+# calls without checks of its own. This reference relies on F's checks.
+CHECKS_ARGUMENTS = False
 
 # Activations that linear() / linear_backward() can fuse. Their derivatives are
 # written in terms of the activation's output y, which the layer keeps.
