@@ -215,6 +215,32 @@ def test_exp_tanh_expm1_accuracy_over_the_whole_range(dtype):
     assert (np.abs(got - truth) / truth).max() <= 3 * np.finfo(dtype).eps
 
 
+@nb.numba.njit(error_model="numpy")
+def _vlog_each(x, out):
+    for i in range(x.size):
+        out[i] = nb._vlog(x[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_accuracy_over_the_whole_range(dtype):
+    # _vlog (the short-row cross-entropy's log-sum-exp) against float64 /
+    # long-double logs: subnormals to the largest float, and IEEE specials.
+    fi = np.finfo(dtype)
+    x = np.concatenate([np.geomspace(float(fi.smallest_subnormal), float(fi.max), 200_001, dtype=np.longdouble),
+                        np.linspace(0.5, 2.0, 100_001)]).astype(dtype)
+    got = np.empty_like(x)
+    _vlog_each(x, got)
+    truth = np.log(x.astype(np.longdouble))
+    nz = truth != 0
+    ulps = np.abs(got[nz] - truth[nz]) / np.spacing(np.abs(truth[nz]).astype(dtype))
+    assert ulps.max() <= 3
+    assert np.all(got[~nz] == 0)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, -1.0, np.nan], dtype)
+    got = np.empty_like(specials)
+    _vlog_each(specials, got)
+    np.testing.assert_array_equal(got, [-np.inf, -np.inf, np.inf, np.nan, np.nan, np.nan])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_special_values_follow_ieee(dtype):
     with np.errstate(all="ignore"):

@@ -151,6 +151,20 @@ def _bits_to_float(typingctx, bits):
 
 
 @_intrinsic
+def _float_to_bits(typingctx, x):
+    if x == nbtypes.float32:
+        sig, llty = nbtypes.int32(x), ir.IntType(32)
+    elif x == nbtypes.float64:
+        sig, llty = nbtypes.int64(x), ir.IntType(64)
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llty)
+    return sig, codegen
+
+
+@_intrinsic
 def _fmaxnum(typingctx, a, b):
     # llvm.maxnum: max ignoring a NaN operand. Unlike `a if a > b else b` the
     # vectoriser turns a loop of these into a SIMD max reduction.
@@ -303,6 +317,65 @@ def _ov_vexpm1(x):
             small = x + x * x * p
             big = _vexp(x) - 1.0
             return small if abs(x) < _M64_SMALL else big
+        return impl
+
+
+# log: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(u) with
+# u = (m - 1) / (m + 1), |u| < 0.172, by its odd series to u^9 (float32) or
+# u^23 (float64); subnormals are scaled up first.
+_L32_C = tuple(_f32(2.0 / k) for k in range(1, 11, 2))
+_L64_C = tuple(2.0 / k for k in range(1, 25, 2))
+
+
+def _vlog(x):
+    """log(x) for a float32/float64 scalar, vectorisable (jitted code only)."""
+
+
+@_overload(_vlog, jit_options=_MATH_OPTIONS, inline="always")
+def _ov_vlog(x):
+    if x == nbtypes.float32:
+        def impl(x):
+            sub = x < _f32(1.1754944e-38)
+            xs = x * _f32(16777216.0) if sub else x
+            bits = _float_to_bits(xs)
+            e = (bits >> 23) - (151 if sub else 127)
+            m = _bits_to_float(np.int32((bits & 0x7FFFFF) | 0x3F800000))
+            big = m > _f32(1.4142135)
+            m = m * _f32(0.5) if big else m
+            e = e + 1 if big else e
+            u = (m - _f32(1.0)) / (m + _f32(1.0))
+            z = u * u
+            p = _L32_C[4]
+            p = p * z + _L32_C[3]
+            p = p * z + _L32_C[2]
+            p = p * z + _L32_C[1]
+            p = p * z + _L32_C[0]
+            ef = _f32(e)
+            r = ef * _E32_LN2HI + (u * p + ef * _E32_LN2LO)
+            r = _f32(-np.inf) if x == _f32(0.0) else r
+            r = x if x == _f32(np.inf) else r
+            return _f32(np.nan) if not (x >= _f32(0.0)) else r
+        return impl
+    if x == nbtypes.float64:
+        def impl(x):
+            sub = x < 2.2250738585072014e-308
+            xs = x * 18014398509481984.0 if sub else x
+            bits = _float_to_bits(xs)
+            e = (bits >> 52) - (1077 if sub else 1023)
+            m = _bits_to_float((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)
+            big = m > 1.4142135623730951
+            m = m * 0.5 if big else m
+            e = e + 1 if big else e
+            u = (m - 1.0) / (m + 1.0)
+            z = u * u
+            p = _L64_C[11]
+            for k in range(10, -1, -1):
+                p = p * z + _L64_C[k]
+            ef = float(e)
+            r = ef * _E64_LN2HI + (u * p + ef * _E64_LN2LO)
+            r = -np.inf if x == 0.0 else r
+            r = x if x == np.inf else r
+            return np.nan if not (x >= 0.0) else r
         return impl
 
 
@@ -800,9 +873,11 @@ def _ce_narrow_block(x, labels, ls, scale, want_grad, grad, rows):
             xt[j, i] = e
             s[i] += e
             sx[i] += d
+    lse = np.empty(n, x.dtype)
     for i in range(n):
-        lse = math.log(s[i])
-        rows[i] = -(keep * ((float(x[i, labels[i]]) - float(m[i])) - lse) + ls_c * (sx[i] - c * lse))
+        lse[i] = _vlog(s[i])
+    for i in range(n):
+        rows[i] = -(keep * ((float(x[i, labels[i]]) - float(m[i])) - lse[i]) + ls_c * (sx[i] - c * lse[i]))
     if want_grad:
         for j in range(c):
             for i in range(n):
