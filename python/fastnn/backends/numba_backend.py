@@ -136,32 +136,20 @@ def _chunks(work, threshold):
 # Overloads so that float32 code stays in float32 (numba would promote a float64
 # constant) and so that the loops using them vectorise.
 
-@_intrinsic
-def _bits_to_float(typingctx, bits):
-    if bits == nbtypes.int32:
-        sig, llty = nbtypes.float32(bits), ir.FloatType()
-    elif bits == nbtypes.int64:
-        sig, llty = nbtypes.float64(bits), ir.DoubleType()
-    else:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llty)
-    return sig, codegen
+# A float's bits as the integer of its width, and back.
+_BITCAST = {nbtypes.int32: nbtypes.float32, nbtypes.float32: nbtypes.int32,
+            nbtypes.int64: nbtypes.float64, nbtypes.float64: nbtypes.int64}
 
 
 @_intrinsic
-def _float_to_bits(typingctx, x):
-    if x == nbtypes.float32:
-        sig, llty = nbtypes.int32(x), ir.IntType(32)
-    elif x == nbtypes.float64:
-        sig, llty = nbtypes.int64(x), ir.IntType(64)
-    else:
+def _bitcast(typingctx, x):
+    to = _BITCAST.get(x)
+    if to is None:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llty)
-    return sig, codegen
+        return builder.bitcast(args[0], context.get_value_type(to))
+    return to(x), codegen
 
 
 @_intrinsic
@@ -237,7 +225,7 @@ def _ov_vexp(x):
             ni = np.int32(n)
             n1 = ni >> 1
             n2 = ni - n1
-            res = p * _bits_to_float(np.int32((n1 + 127) << 23)) * _bits_to_float(np.int32((n2 + 127) << 23))
+            res = p * _bitcast(np.int32((n1 + 127) << 23)) * _bitcast(np.int32((n2 + 127) << 23))
             if x != x:
                 res = x
             return res
@@ -269,7 +257,7 @@ def _ov_vexp(x):
             ni = np.int64(n)
             n1 = ni >> 1
             n2 = ni - n1
-            res = p * _bits_to_float(np.int64((n1 + 1023) << 52)) * _bits_to_float(np.int64((n2 + 1023) << 52))
+            res = p * _bitcast(np.int64((n1 + 1023) << 52)) * _bitcast(np.int64((n2 + 1023) << 52))
             if x != x:
                 res = x
             return res
@@ -337,9 +325,9 @@ def _ov_vlog(x):
         def impl(x):
             sub = x < _f32(1.1754944e-38)
             xs = x * _f32(16777216.0) if sub else x
-            bits = _float_to_bits(xs)
+            bits = _bitcast(xs)
             e = (bits >> 23) - (151 if sub else 127)
-            m = _bits_to_float(np.int32((bits & 0x7FFFFF) | 0x3F800000))
+            m = _bitcast(np.int32((bits & 0x7FFFFF) | 0x3F800000))
             big = m > _f32(1.4142135)
             m = m * _f32(0.5) if big else m
             e = e + 1 if big else e
@@ -360,9 +348,9 @@ def _ov_vlog(x):
         def impl(x):
             sub = x < 2.2250738585072014e-308
             xs = x * 18014398509481984.0 if sub else x
-            bits = _float_to_bits(xs)
+            bits = _bitcast(xs)
             e = (bits >> 52) - (1077 if sub else 1023)
-            m = _bits_to_float((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)
+            m = _bitcast((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)
             big = m > 1.4142135623730951
             m = m * 0.5 if big else m
             e = e + 1 if big else e
