@@ -310,9 +310,40 @@ def _ov_vexpm1(x):
 
 # log: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(u) with
 # u = (m - 1) / (m + 1), |u| < 0.172, by its odd series to u^9 (float32) or
-# u^23 (float64); subnormals are scaled up first.
-_L32_C = tuple(_f32(2.0 / k) for k in range(1, 11, 2))
-_L64_C = tuple(2.0 / k for k in range(1, 25, 2))
+# u^23 (float64); subnormals are scaled up by 2^(mantissa bits + 1) first.
+def _log_impl(f, bits_t, mantissa_bits, bias, degree, ln2hi, ln2lo):
+    tiny = f(np.finfo(f).tiny)
+    scale_up = f(2.0 ** (mantissa_bits + 1))
+    mantissa_mask = bits_t((1 << mantissa_bits) - 1)
+    one_bits = bits_t(bias << mantissa_bits)
+    sqrt2, half, one, zero = f(math.sqrt(2.0)), f(0.5), f(1.0), f(0.0)
+    coefs = tuple(f(2.0 / k) for k in range(1, 2 * degree + 2, 2))
+    top = len(coefs) - 1
+    inf, nan = f(np.inf), f(np.nan)
+
+    def impl(x):
+        sub = x < tiny
+        bits = _bitcast(x * scale_up if sub else x)
+        e = (bits >> mantissa_bits) - (bias + mantissa_bits + 1 if sub else bias)
+        m = _bitcast(bits_t((bits & mantissa_mask) | one_bits))
+        big = m > sqrt2
+        m = m * half if big else m
+        e = e + 1 if big else e
+        u = (m - one) / (m + one)
+        z = u * u
+        p = coefs[top]
+        for k in range(top - 1, -1, -1):
+            p = p * z + coefs[k]
+        ef = f(e)
+        r = ef * ln2hi + (u * p + ef * ln2lo)
+        r = -inf if x == zero else r
+        r = x if x == inf else r
+        return nan if not (x >= zero) else r
+    return impl
+
+
+_LOG32 = _log_impl(np.float32, np.int32, 23, 127, 4, _E32_LN2HI, _E32_LN2LO)
+_LOG64 = _log_impl(np.float64, np.int64, 52, 1023, 11, _E64_LN2HI, _E64_LN2LO)
 
 
 def _vlog(x):
@@ -322,49 +353,9 @@ def _vlog(x):
 @_overload(_vlog, jit_options=_MATH_OPTIONS, inline="always")
 def _ov_vlog(x):
     if x == nbtypes.float32:
-        def impl(x):
-            sub = x < _f32(1.1754944e-38)
-            xs = x * _f32(16777216.0) if sub else x
-            bits = _bitcast(xs)
-            e = (bits >> 23) - (151 if sub else 127)
-            m = _bitcast(np.int32((bits & 0x7FFFFF) | 0x3F800000))
-            big = m > _f32(1.4142135)
-            m = m * _f32(0.5) if big else m
-            e = e + 1 if big else e
-            u = (m - _f32(1.0)) / (m + _f32(1.0))
-            z = u * u
-            p = _L32_C[4]
-            p = p * z + _L32_C[3]
-            p = p * z + _L32_C[2]
-            p = p * z + _L32_C[1]
-            p = p * z + _L32_C[0]
-            ef = _f32(e)
-            r = ef * _E32_LN2HI + (u * p + ef * _E32_LN2LO)
-            r = _f32(-np.inf) if x == _f32(0.0) else r
-            r = x if x == _f32(np.inf) else r
-            return _f32(np.nan) if not (x >= _f32(0.0)) else r
-        return impl
+        return _LOG32
     if x == nbtypes.float64:
-        def impl(x):
-            sub = x < 2.2250738585072014e-308
-            xs = x * 18014398509481984.0 if sub else x
-            bits = _bitcast(xs)
-            e = (bits >> 52) - (1077 if sub else 1023)
-            m = _bitcast((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)
-            big = m > 1.4142135623730951
-            m = m * 0.5 if big else m
-            e = e + 1 if big else e
-            u = (m - 1.0) / (m + 1.0)
-            z = u * u
-            p = _L64_C[11]
-            for k in range(10, -1, -1):
-                p = p * z + _L64_C[k]
-            ef = float(e)
-            r = ef * _E64_LN2HI + (u * p + ef * _E64_LN2LO)
-            r = -np.inf if x == 0.0 else r
-            r = x if x == np.inf else r
-            return np.nan if not (x >= 0.0) else r
-        return impl
+        return _LOG64
 
 
 def _vtanh(x):
@@ -773,7 +764,7 @@ def cross_entropy_error_backward(y, t):
 def _ce_rows(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
     # Softmax cross-entropy by rows: the row loss
     # -sum_c t~_c logp_c with t~ = t (1 - ls) + ls / C, in float64, and
-    # grad = (p sum_c t~_c - t~) scale. Returns the rows' total. Everything
+    # grad = (p sum_c t~_c - t~) scale. Everything
     # needed from a row of x is read before its grad row is written, so grad
     # may be x itself.
     n, c = x.shape
@@ -826,7 +817,6 @@ def _ce_rows(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
                 inv = (st * keep + ls) / s  # sum_c t~_c / sum_c exp
                 for j in range(c):
                     grad[i, j] = (grad[i, j] * inv - (float(t[i, j]) * keep + ls_c)) * scale
-    return _seq_sum(rows)
 
 
 # Rows of at most this many classes go through _ce_narrow_rows.
@@ -882,7 +872,6 @@ def _ce_narrow_rows(x, labels, ls, scale, want_grad, grad, rows):
     for i0 in range(0, n, _NARROW_BLOCK):
         i1 = min(i0 + _NARROW_BLOCK, n)
         _ce_narrow_block(x[i0:i1], labels[i0:i1], ls, scale, want_grad, grad[i0:i1], rows[i0:i1])
-    return _seq_sum(rows)
 
 
 @_jit
@@ -896,27 +885,34 @@ def _first_bad_label(labels, c):
 
 
 @_jit
+def _ce_row_losses(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
+    # rows (and grad) for checked labels: short rows by the transposed kernel.
+    if use_labels and x.shape[1] <= _NARROW_CLASSES:
+        _ce_narrow_rows(x, labels, ls, scale, want_grad, grad, rows)
+    else:
+        _ce_rows(x, labels, t, use_labels, ls, scale, want_grad, grad, rows)
+
+
+# The drivers return (total of the row losses, index of a bad label or -1).
+
+@_jit
 def _ce_serial(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
-    # (total of the row losses, index of a bad label or -1)
-    if use_labels:
-        bad = _first_bad_label(labels, x.shape[1])
-        if bad >= 0:
-            return 0.0, bad
-        if x.shape[1] <= _NARROW_CLASSES:
-            return _ce_narrow_rows(x, labels, ls, scale, want_grad, grad, rows), -1
-    return _ce_rows(x, labels, t, use_labels, ls, scale, want_grad, grad, rows), -1
+    bad = _first_bad_label(labels, x.shape[1]) if use_labels else -1
+    if bad >= 0:
+        return 0.0, bad
+    _ce_row_losses(x, labels, t, use_labels, ls, scale, want_grad, grad, rows)
+    return _seq_sum(rows), -1
 
 
 @_jit(parallel=True)
 def _ce_par(x, labels, t, use_labels, ls, scale, want_grad, grad, rows, nchunks):
     n = x.shape[0]
-    if use_labels:
-        bad = _first_bad_label(labels, x.shape[1])
-        if bad >= 0:
-            return 0.0, bad
+    bad = _first_bad_label(labels, x.shape[1]) if use_labels else -1
+    if bad >= 0:
+        return 0.0, bad
     for k in _prange(nchunks):
         lo, hi = _split(n, nchunks, k, 1)
-        _ce_serial(x[lo:hi], labels[lo:hi], t[lo:hi], use_labels, ls, scale, want_grad, grad[lo:hi], rows[lo:hi])
+        _ce_row_losses(x[lo:hi], labels[lo:hi], t[lo:hi], use_labels, ls, scale, want_grad, grad[lo:hi], rows[lo:hi])
     return _seq_sum(rows), -1
 
 
