@@ -127,21 +127,23 @@ inline index_t allowed(index_t max_entries, index_t done, index_t total, index_t
   return index_t(double(max_entries) * double(done) / double(total)) + slack;
 }
 
-// Fills blocks [0, blocks) of a BlockSparse, the threads taking a contiguous
-// share of blocks each: fill(b0, b1, max_entries, stop) fills blocks [b0, b1)
-// and returns false as soon as they need more than max_entries (their share of
-// the whole's), or when another thread has set stop. Returns whether all fit.
+// Fills blocks [0, blocks) of x's BlockSparse, the threads taking a contiguous
+// share of blocks each: fill(x, rows, cols, out, b0, b1, max_entries, stop)
+// fills blocks [b0, b1) and returns false as soon as they need more than
+// max_entries (their share of the whole's), or when another thread has set
+// stop. Returns whether all fit. The fill functions get their arguments by
+// value: through references, every store to out could alias them for the compiler.
 template <class T, class Fill>
-bool fill_blocks(index_t blocks, index_t elements, index_t max_entries, const BlockSparseBuffers<T>& out,
-                 Fill fill) {
-  const int threads = elements >= kParallelGrain && blocks > 1 ? num_threads() : 1;
+bool fill_blocks(Fill fill, const T* x, index_t rows, index_t cols, index_t blocks, index_t max_entries,
+                 const BlockSparseBuffers<T>& out) {
+  const int threads = rows * cols >= kParallelGrain && blocks > 1 ? num_threads() : 1;
   std::atomic<bool> stop{false};
   parallel_for(
       threads,
       [&](index_t t0, index_t t1) {
         const index_t b0 = blocks * t0 / threads, b1 = blocks * t1 / threads;
-        if (b0 < b1 && !fill(b0, b1, index_t(double(max_entries) * double(b1 - b0) / double(blocks)), stop))
-          stop.store(true, std::memory_order_relaxed);
+        const index_t share = index_t(double(max_entries) * double(b1 - b0) / double(blocks));
+        if (b0 < b1 && !fill(x, rows, cols, out, b0, b1, share, stop)) stop.store(true, std::memory_order_relaxed);
       },
       threads > 1 ? 1 : 2);
   if (stop.load()) return false;
@@ -152,51 +154,47 @@ bool fill_blocks(index_t blocks, index_t elements, index_t max_entries, const Bl
 
 // Block b of x's rows: the columns where any of its rows is nonzero.
 template <class T>
-bool block_sparse_rows_impl(const T* x, index_t rows, index_t cols, index_t max_entries,
-                            const BlockSparseBuffers<T>& out) {
+bool fill_row_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffers<T> out, index_t b0, index_t b1,
+                     index_t share, const std::atomic<bool>& stop) {
   constexpr int W = VT<T>::W;
-  const index_t blocks = (rows + R - 1) / R;
-  return fill_blocks(blocks, rows * cols, max_entries, out,
-                     [&](index_t b0, index_t b1, index_t share, const std::atomic<bool>& stop) {
-    index_t entries = 0;
-    for (index_t b = b0; b < b1; ++b) {
-      const T* xr[R];
-      const int lines = rows - b * R < R ? int(rows - b * R) : R;
-      // Rows past the end read row 0 of the block, and their values are zeroed below.
-      for (int r = 0; r < R; ++r) xr[r] = x + (b * R + (r < lines ? r : 0)) * cols;
-      std::int32_t* index = out.index + b * cols;
-      T* value = out.value + b * cols * R;
-      index_t n = 0;
-      index_t j = 0;
-      for (; j + W <= cols; j += W) {
-        unsigned m = 0;
-        for (int r = 0; r < R; ++r) m |= simd::nonzero_mask(simd::loadu(xr[r] + j));
-        // Most vectors of an image are all zeros: one test skips them.
-        for (; m != 0; m &= m - 1) {
-          const index_t k = j + __builtin_ctz(m);
-          index[n] = std::int32_t(k);
-          for (int r = 0; r < R; ++r) value[n * R + r] = xr[r][k];
-          ++n;
-        }
+  index_t entries = 0;
+  for (index_t b = b0; b < b1; ++b) {
+    const T* xr[R];
+    const int lines = rows - b * R < R ? int(rows - b * R) : R;
+    // Rows past the end read row 0 of the block, and their values are zeroed below.
+    for (int r = 0; r < R; ++r) xr[r] = x + (b * R + (r < lines ? r : 0)) * cols;
+    std::int32_t* index = out.index + b * cols;
+    T* value = out.value + b * cols * R;
+    index_t n = 0;
+    index_t j = 0;
+    for (; j + W <= cols; j += W) {
+      unsigned m = 0;
+      for (int r = 0; r < R; ++r) m |= simd::nonzero_mask(simd::loadu(xr[r] + j));
+      // Most vectors of an image are all zeros: one test skips them.
+      for (; m != 0; m &= m - 1) {
+        const index_t k = j + __builtin_ctz(m);
+        index[n] = std::int32_t(k);
+        for (int r = 0; r < R; ++r) value[n * R + r] = xr[r][k];
+        ++n;
       }
-      for (; j < cols; ++j) {
-        bool any = false;
-        for (int r = 0; r < R; ++r) any |= xr[r][j] != T(0);  // true for NaN, which must reach C
-        if (any) {
-          index[n] = std::int32_t(j);
-          for (int r = 0; r < R; ++r) value[n * R + r] = xr[r][j];
-          ++n;
-        }
-      }
-      for (index_t q = 0; q < n; ++q)
-        for (int r = lines; r < R; ++r) value[q * R + r] = T(0);
-      out.count[b] = n;
-      entries += n;
-      if (entries > allowed(share, b + 1 - b0, b1 - b0, 2 * cols) || stop.load(std::memory_order_relaxed))
-        return false;
     }
-    return true;
-  });
+    for (; j < cols; ++j) {
+      bool any = false;
+      for (int r = 0; r < R; ++r) any |= xr[r][j] != T(0);  // true for NaN, which must reach C
+      if (any) {
+        index[n] = std::int32_t(j);
+        for (int r = 0; r < R; ++r) value[n * R + r] = xr[r][j];
+        ++n;
+      }
+    }
+    for (index_t q = 0; q < n; ++q)
+      for (int r = lines; r < R; ++r) value[q * R + r] = T(0);
+    out.count[b] = n;
+    entries += n;
+    if (entries > allowed(share, b + 1 - b0, b1 - b0, 2 * cols) || stop.load(std::memory_order_relaxed))
+      return false;
+  }
+  return true;
 }
 
 // Block b of x's columns (columns b * R ... b * R + R - 1): the rows where any
@@ -204,58 +202,49 @@ bool block_sparse_rows_impl(const T* x, index_t rows, index_t cols, index_t max_
 // bit per (block, row), branch-free (whether a block is nonzero is too random to
 // predict); then each block's rows are listed from its bits, in ascending order.
 template <class T>
-bool block_sparse_columns_impl(const T* x, index_t rows, index_t cols, index_t max_entries,
-                               const BlockSparseBuffers<T>& out) {
+bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffers<T> out, index_t b0, index_t b1,
+                        index_t share, const std::atomic<bool>& stop) {
   constexpr int W = VT<T>::W;
-  const index_t blocks = (cols + R - 1) / R;
-  return fill_blocks(blocks, rows * cols, max_entries, out,
-                     [x_ = x, rows_ = rows, cols_ = cols, out_ = &out](index_t b0, index_t b1, index_t share,
-                                                                      const std::atomic<bool>& stop) {
-    // Locals, not captured references: the stores below could alias those.
-    const T* const x = x_;
-    const index_t rows = rows_, cols = cols_;
-    const BlockSparseBuffers<T> out = *out_;
-    const index_t k0 = b0 * R, k1 = b1 * R < cols ? b1 * R : cols;
-    // Bit i - i0 of nonzero[b - b0]: block b of row i has a nonzero.
-    std::vector<std::uint64_t> nonzero(b1 - b0);
-    for (index_t b = b0; b < b1; ++b) out.count[b] = 0;
-    index_t entries = 0;
-    for (index_t i0 = 0; i0 < rows; i0 += 64) {
-      const index_t i1 = i0 + 64 < rows ? i0 + 64 : rows;
-      std::fill(nonzero.begin(), nonzero.end(), 0);
-      for (index_t i = i0; i < i1; ++i) {
-        const T* xi = x + i * cols;
-        const std::uint64_t bit = std::uint64_t(1) << (i - i0);
-        index_t k = k0;
-        if (W % R == 0) {
-          for (; k + W <= k1; k += W) {
-            const unsigned m = simd::nonzero_mask(simd::loadu(xi + k));
-            for (int s = 0; s < W / R; ++s)
-              nonzero[(k - k0) / R + s] |= (m >> (s * R)) & ((1u << R) - 1) ? bit : 0;
-          }
+  const index_t k0 = b0 * R, k1 = b1 * R < cols ? b1 * R : cols;
+  // Bit i - i0 of nonzero[b - b0]: block b of row i has a nonzero.
+  std::vector<std::uint64_t> nonzero(b1 - b0);
+  for (index_t b = b0; b < b1; ++b) out.count[b] = 0;
+  index_t entries = 0;
+  for (index_t i0 = 0; i0 < rows; i0 += 64) {
+    const index_t i1 = i0 + 64 < rows ? i0 + 64 : rows;
+    std::fill(nonzero.begin(), nonzero.end(), 0);
+    for (index_t i = i0; i < i1; ++i) {
+      const T* xi = x + i * cols;
+      const std::uint64_t bit = std::uint64_t(1) << (i - i0);
+      index_t k = k0;
+      if (W % R == 0) {
+        for (; k + W <= k1; k += W) {
+          const unsigned m = simd::nonzero_mask(simd::loadu(xi + k));
+          for (int s = 0; s < W / R; ++s)
+            nonzero[(k - k0) / R + s] |= (m >> (s * R)) & ((1u << R) - 1) ? bit : 0;
         }
-        for (; k < k1; ++k) nonzero[(k - k0) / R] |= xi[k] != T(0) ? bit : 0;  // true for NaN, which must reach C
       }
-      for (index_t b = b0; b < b1; ++b) {
-        const index_t first = out.count[b];
-        index_t q = first;
-        for (std::uint64_t m = nonzero[b - b0]; m != 0; m &= m - 1, ++q) {
-          const index_t i = i0 + __builtin_ctzll(m);
-          const T* xi = x + i * cols + b * R;
-          T* v = out.value + (b * rows + q) * R;
-          out.index[b * rows + q] = std::int32_t(i);
-          if (b * R + R <= cols)
-            std::memcpy(v, xi, R * sizeof(T));
-          else
-            for (int r = 0; r < R; ++r) v[r] = b * R + r < cols ? xi[r] : T(0);
-        }
-        out.count[b] = q;
-        entries += q - first;
-      }
-      if (entries > allowed(share, i1, rows, 2 * (b1 - b0)) || stop.load(std::memory_order_relaxed)) return false;
+      for (; k < k1; ++k) nonzero[(k - k0) / R] |= xi[k] != T(0) ? bit : 0;  // true for NaN, which must reach C
     }
-    return true;
-  });
+    for (index_t b = b0; b < b1; ++b) {
+      const index_t first = out.count[b];
+      index_t q = first;
+      for (std::uint64_t m = nonzero[b - b0]; m != 0; m &= m - 1, ++q) {
+        const index_t i = i0 + __builtin_ctzll(m);
+        const T* xi = x + i * cols + b * R;
+        T* v = out.value + (b * rows + q) * R;
+        out.index[b * rows + q] = std::int32_t(i);
+        if (b * R + R <= cols)
+          std::memcpy(v, xi, R * sizeof(T));
+        else
+          for (int r = 0; r < R; ++r) v[r] = b * R + r < cols ? xi[r] : T(0);
+      }
+      out.count[b] = q;
+      entries += q - first;
+    }
+    if (entries > allowed(share, i1, rows, 2 * (b1 - b0)) || stop.load(std::memory_order_relaxed)) return false;
+  }
+  return true;
 }
 
 template <class T>
@@ -287,11 +276,11 @@ bool all_finite_impl(const T* x, index_t n) {
 #define FASTNN_SPARSE_ENTRY_POINTS(T, suffix)                                                               \
   bool block_sparse_rows_##suffix(const T* x, index_t rows, index_t cols, index_t max_entries,              \
                                   const BlockSparseBuffers<T>& out) {                                       \
-    return block_sparse_rows_impl(x, rows, cols, max_entries, out);                                         \
+    return fill_blocks(fill_row_blocks<T>, x, rows, cols, (rows + R - 1) / R, max_entries, out);            \
   }                                                                                                         \
   bool block_sparse_columns_##suffix(const T* x, index_t rows, index_t cols, index_t max_entries,           \
                                      const BlockSparseBuffers<T>& out) {                                    \
-    return block_sparse_columns_impl(x, rows, cols, max_entries, out);                                      \
+    return fill_blocks(fill_column_blocks<T>, x, rows, cols, (cols + R - 1) / R, max_entries, out);         \
   }                                                                                                         \
   bool all_finite_##suffix(const T* x, index_t n) { return all_finite_impl(x, n); }                         \
   void sparse_matmul_##suffix(const SparseMatmulArgs<T>& g) { sparse_matmul_blocks(g); }
