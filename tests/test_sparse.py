@@ -55,6 +55,21 @@ def test_block_sparse_form_matches_definition(rng, shape, dtype, by_columns):
         np.testing.assert_array_equal(g, e, err_msg=name)
 
 
+@pytest.mark.parametrize("by_columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_sparse_form_lists_whole_lines(rng, dtype, by_columns):
+    """Lines nonzero everywhere fill their block's list to its end (the AVX-512
+    builder writes whole vectors there), next to blocks that list nothing."""
+    x = np.zeros((130, 787), dtype)
+    x[:5] = rng.random((5, 787)) + 0.5
+    x[:, :5] = rng.random((130, 5)) + 0.5
+    got = core.block_sparse(x, by_columns)
+    assert got is not None
+    for g, e, name in zip(got, expected_form(x, by_columns), ("count", "index", "values")):
+        np.testing.assert_array_equal(g, e, err_msg=name)
+    assert got[0][0] == (x.shape[0] if by_columns else x.shape[1])
+
+
 @pytest.mark.parametrize("by_columns", [False, True])
 def test_dense_input_is_left_to_the_gemm(rng, by_columns):
     assert core.block_sparse(rng.standard_normal((128, 784)).astype(np.float32), by_columns) is None
