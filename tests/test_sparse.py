@@ -173,7 +173,8 @@ def test_sparse_linear_any_thread_count(rng, threads, rows):
     """The forward's threads split the depth by equal shares of x's nonzeros
     and add up their partial sums; the weight gradient's split the blocks.
     Any thread count, with more threads than blocks, a partial last block and
-    depth shares that list nothing, gives the float64 product's values."""
+    depth shares that list nothing, gives the float64 product's values, and
+    its NaNs where W or dy holds an infinity."""
     x = sparse_matrix(rng, (rows, 787), 0.15, np.float32)
     x[:, :300] = 0  # no entries at all in the first 300 positions
     x[1] = 0        # a line with no entries
@@ -191,6 +192,22 @@ def test_sparse_linear_any_thread_count(rng, threads, rows):
             np.testing.assert_allclose(y, f(x64 @ W64 + b), rtol=1e-5, atol=1e-5)
         _, dW, _ = core.linear_backward(x, W, dy)
         np.testing.assert_allclose(dW, x64.T @ dy, rtol=1e-5, atol=1e-5)
+        # An infinity in a row of W that no line lists (x is 0 there) still
+        # makes 0 * inf = NaN, as in the dense product; so does one in dy.
+        for row, col in ((5, 7), (700, 200)):
+            W_inf = W.copy()
+            W_inf[row, col] = np.inf
+            with np.errstate(invalid="ignore"):
+                expected = x64 @ W_inf.astype(np.float64)
+            got = core.linear(x, W_inf)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+            np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=1e-5, atol=1e-5)
+        dy_inf = dy.copy()
+        dy_inf[3, 9] = -np.inf
+        with np.errstate(invalid="ignore"):
+            expected = x64.T @ dy_inf.astype(np.float64)
+        _, dW, _ = core.linear_backward(x, W, dy_inf)
+        np.testing.assert_array_equal(np.isnan(dW), np.isnan(expected))
     finally:
         core.set_num_threads(old)
 

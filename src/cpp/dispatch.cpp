@@ -12,13 +12,13 @@ namespace fastnn {
 
 namespace {
 
-#define FASTNN_ISA_TABLE(ns)                                                                          \
-  IsaKernels{#ns, ns::gemm_f32, ns::gemm_f64, ns::elementwise_f32, ns::elementwise_f64, ns::softmax_f32, ns::softmax_f64, ns::cross_entropy_f32, \
-             ns::cross_entropy_f64, ns::block_sparse_rows_f32, ns::block_sparse_columns_f32,          \
-             ns::all_finite_f32, ns::sparse_matmul_f32, ns::block_sparse_rows_f64,                     \
-             ns::block_sparse_columns_f64, ns::all_finite_f64, ns::sparse_matmul_f64, ns::sgd_step_f32, \
-             ns::adagrad_step_f32, ns::rmsprop_step_f32, ns::adam_step_f32, ns::sgd_step_f64,           \
-             ns::adagrad_step_f64, ns::rmsprop_step_f64, ns::adam_step_f64}
+#define FASTNN_ISA_TABLE(ns)                                                                             \
+  IsaKernels{#ns, ns::gemm_f32, ns::gemm_f64, ns::elementwise_f32, ns::elementwise_f64, ns::softmax_f32,   \
+             ns::softmax_f64, ns::cross_entropy_f32, ns::cross_entropy_f64, ns::block_sparse_rows_f32,     \
+             ns::block_sparse_columns_f32, ns::sparse_matmul_f32, ns::block_sparse_rows_f64,               \
+             ns::block_sparse_columns_f64, ns::sparse_matmul_f64, ns::sgd_step_f32, ns::adagrad_step_f32,  \
+             ns::rmsprop_step_f32, ns::adam_step_f32, ns::sgd_step_f64, ns::adagrad_step_f64,              \
+             ns::rmsprop_step_f64, ns::adam_step_f64}
 
 const IsaKernels kTables[] = {FASTNN_ISA_TABLE(generic), FASTNN_ISA_TABLE(avx2),
                               FASTNN_ISA_TABLE(avx512)};

@@ -101,6 +101,10 @@ struct SparseMatmulArgs {
   T* C = nullptr;
   index_t n = 0;
   Act act = Act::none;
+  // Skipping A's zeros skips their 0 * B terms, which are only not 0 when B
+  // holds an infinity or a NaN: with check_B_finite the product then returns
+  // false, C unfinished, so that the dense product can give the NaNs.
+  bool check_B_finite = false;
 };
 
 // Buffers a block_sparse_* builder fills: count (blocks), index (blocks *
@@ -144,14 +148,12 @@ struct AdamHyper {
 // block_sparse_rows / block_sparse_columns: x (rows, cols) as a BlockSparse
 // whose lines are x's rows (capacity cols) or x's columns (capacity rows),
 // unless it has more than max_entries entries: then they return false early.
-// all_finite: whether no element of x (n,) is infinite or NaN.
 #define FASTNN_SPARSE_SIGNATURES(T, suffix)                                                              \
   bool (*block_sparse_rows_##suffix)(const T* x, index_t rows, index_t cols, index_t max_entries,         \
                                      const BlockSparseBuffers<T>& out);                                   \
   bool (*block_sparse_columns_##suffix)(const T* x, index_t rows, index_t cols, index_t max_entries,      \
                                         const BlockSparseBuffers<T>& out);                                \
-  bool (*all_finite_##suffix)(const T* x, index_t n);                                                     \
-  void (*sparse_matmul_##suffix)(const SparseMatmulArgs<T>&);
+  bool (*sparse_matmul_##suffix)(const SparseMatmulArgs<T>&);
 
 struct IsaKernels {
   const char* name;
@@ -194,8 +196,7 @@ inline double cross_entropy(const CrossEntropyArgs<double>& a) { return isa_kern
                                    const BlockSparseBuffers<T>& out) {                                      \
     return isa_kernels().block_sparse_columns_##suffix(x, rows, cols, max_entries, out);                    \
   }                                                                                                         \
-  inline bool all_finite(const T* x, index_t n) { return isa_kernels().all_finite_##suffix(x, n); }         \
-  inline void sparse_matmul(const SparseMatmulArgs<T>& a) { isa_kernels().sparse_matmul_##suffix(a); }
+  inline bool sparse_matmul(const SparseMatmulArgs<T>& a) { return isa_kernels().sparse_matmul_##suffix(a); }
 FASTNN_SPARSE_FRONT_DOORS(float, f32)
 FASTNN_SPARSE_FRONT_DOORS(double, f64)
 #define FASTNN_OPTIM_FRONT_DOORS(T, suffix)                                                                  \
@@ -225,8 +226,7 @@ FASTNN_OPTIM_FRONT_DOORS(double, f64)
 #define FASTNN_DECLARE_SPARSE(T, suffix)                                                        \
   bool block_sparse_rows_##suffix(const T*, index_t, index_t, index_t, const BlockSparseBuffers<T>&);    \
   bool block_sparse_columns_##suffix(const T*, index_t, index_t, index_t, const BlockSparseBuffers<T>&); \
-  bool all_finite_##suffix(const T*, index_t);                                                     \
-  void sparse_matmul_##suffix(const SparseMatmulArgs<T>&);
+  bool sparse_matmul_##suffix(const SparseMatmulArgs<T>&);
 #define FASTNN_DECLARE_ISA_KERNELS(ns)                                        \
   namespace fastnn { namespace ns {                                           \
   void gemm_f32(const GemmArgs<float>&);                                      \

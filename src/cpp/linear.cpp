@@ -130,13 +130,8 @@ bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, 
 template <class T>
 void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act) {
   SparseMatmulArgs<T> s;
-  // Skipping x's zeros also skips their 0 * W terms, which are only not 0 when
-  // W holds an infinity or a NaN: then the dense product gives the NaNs.
-  if (block_sparse_form(x, rows, in, false, s.a) && all_finite(W, in * out)) {
-    s.B = W; s.bias = b; s.C = y; s.n = out; s.act = act;
-    sparse_matmul(s);
-    return;
-  }
+  s.B = W; s.bias = b; s.C = y; s.n = out; s.act = act; s.check_B_finite = true;
+  if (block_sparse_form(x, rows, in, false, s.a) && sparse_matmul(s)) return;
   product(false, false, rows, out, in, x, W, y, b, act);
 }
 
@@ -147,12 +142,8 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
   const T* grad = act == Act::none ? dy : dz;
   // dW (in, out) = x^T (in, rows) @ grad (rows, out)
   SparseMatmulArgs<T> s;
-  if (block_sparse_form(x, rows, in, true, s.a) && all_finite(grad, rows * out)) {
-    s.B = grad; s.C = dW; s.n = out;
-    sparse_matmul(s);
-  } else {
-    product(true, false, in, out, rows, x, grad, dW);
-  }
+  s.B = grad; s.C = dW; s.n = out; s.check_B_finite = true;
+  if (!(block_sparse_form(x, rows, in, true, s.a) && sparse_matmul(s))) product(true, false, in, out, rows, x, grad, dW);
   // dx (rows, in) = grad (rows, out) @ W^T (out, in)
   if (dx) product(false, true, rows, in, out, grad, W, dx);
 }

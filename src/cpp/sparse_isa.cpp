@@ -136,6 +136,36 @@ inline index_t first_at_or_past(const std::int32_t* index, index_t n, index_t k)
   return lo;
 }
 
+// Whether no element of x [begin, end) is infinite or NaN, on this thread.
+template <class T>
+bool range_finite(const T* x, index_t begin, index_t end) {
+  typedef typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type Bits;
+  constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
+  // Written with vector types: GCC leaves an `omp simd` reduction scalar when
+  // it sits inside a parallel region.
+  typedef Bits VBits __attribute__((vector_size(FASTNN_VBYTES)));
+  typedef Bits VBits_u __attribute__((vector_size(FASTNN_VBYTES), aligned(sizeof(T)), may_alias));
+  constexpr int L = FASTNN_VBYTES / sizeof(T);
+  VBits special = {};  // an infinity or a NaN has every exponent bit set
+  index_t i = begin;
+  for (; i + L <= end; i += L) {
+    const VBits bits = *reinterpret_cast<const VBits_u*>(x + i);
+    special |= (VBits)((bits & exponent) == exponent);
+  }
+  bool any = false;
+  for (int l = 0; l < L; ++l) any |= special[l] != 0;
+  for (; i < end; ++i) any |= (__builtin_bit_cast(Bits, x[i]) & exponent) == exponent;
+  return !any;
+}
+
+template <class T>
+bool all_finite_impl(const T* x, index_t n) {
+  const double chunks_with_special = parallel_sum(n, [=](index_t begin, index_t end) {
+    return range_finite(x, begin, end) ? 0.0 : 1.0;
+  });
+  return chunks_with_special == 0.0;
+}
+
 // Entries of A at depth below k.
 template <class T>
 index_t entries_before(const BlockSparse<T>& a, index_t k) {
@@ -177,17 +207,20 @@ index_t depth_share_start(const BlockSparse<T>& a, index_t t, index_t nt) {
 //   blocks it then adds up and into a scratch copy for the others; it then
 //   adds the others' copies into its blocks of C, with bias and activation.
 template <class T>
-void sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
+bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
   const BlockSparse<T>& a = g.a;
   const index_t blocks = a.blocks();
   index_t entries = 0;
   for (index_t b = 0; b < blocks; ++b) entries += a.count[b] + 1;
   const int threads = entries * R * g.n >= kParallelGrain * 8 ? num_threads() : 1;
+  const bool split_depth = threads > 1 && a.capacity > a.lines;
+  // The depth split checks B by shares inside its parallel region.
+  if (g.check_B_finite && !split_depth && !all_finite_impl(g.B, a.capacity * g.n)) return false;
   if (threads <= 1) {
     for (index_t b = 0; b < blocks; ++b) sparse_block(g, whole_block(g, b));
-    return;
+    return true;
   }
-  if (a.capacity <= a.lines) {
+  if (!split_depth) {
 #pragma omp parallel num_threads(threads)
     {
       const index_t t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -198,7 +231,7 @@ void sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
         cost += a.count[b] + 1;
       }
     }
-    return;
+    return true;
   }
   // Thread t writes its parts of the blocks it adds up into C, and its parts
   // of the other blocks into its own scratch copy: it then adds the others'
@@ -207,10 +240,12 @@ void sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
   const index_t size = a.lines * g.n;
   if (index_t(scratch.size()) < threads * size) scratch.resize(threads * size);
   T* const parts = scratch.data();
+  std::atomic<bool> special{false};
 #pragma omp parallel num_threads(threads)
   {
     const index_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     const index_t k0 = depth_share_start(a, t, nt), k1 = depth_share_start(a, t + 1, nt);
+    if (g.check_B_finite && !range_finite(g.B, k0 * g.n, k1 * g.n)) special.store(true, std::memory_order_relaxed);
     const index_t own0 = blocks * t / nt, own1 = blocks * (t + 1) / nt;
     for (index_t b = 0; b < blocks; ++b) {
       const std::int32_t* index = a.index + b * a.capacity;
@@ -222,7 +257,7 @@ void sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
       sparse_block(g, p);
     }
 #pragma omp barrier
-    const index_t r1 = std::min(own1 * R, a.lines);
+    const index_t r1 = special.load(std::memory_order_relaxed) ? 0 : std::min(own1 * R, a.lines);
     for (index_t r = own0 * R; r < r1; ++r) {
       T* c = g.C + r * g.n;
       for (index_t u = 0; u < nt; ++u) {
@@ -243,6 +278,7 @@ void sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
       }
     }
   }
+  return !special.load();
 }
 
 // Entries allowed after `done` of `total` steps when max_entries are allowed in
@@ -415,30 +451,6 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
   return true;
 }
 
-template <class T>
-bool all_finite_impl(const T* x, index_t n) {
-  typedef typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type Bits;
-  constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
-  // Written with vector types: GCC leaves an `omp simd` reduction scalar when
-  // it sits inside a parallel region.
-  typedef Bits VBits __attribute__((vector_size(FASTNN_VBYTES)));
-  typedef Bits VBits_u __attribute__((vector_size(FASTNN_VBYTES), aligned(sizeof(T)), may_alias));
-  constexpr int L = FASTNN_VBYTES / sizeof(T);
-  const double chunks_with_special = parallel_sum(n, [=](index_t begin, index_t end) {
-    VBits special = {};  // an infinity or a NaN has every exponent bit set
-    index_t i = begin;
-    for (; i + L <= end; i += L) {
-      const VBits bits = *reinterpret_cast<const VBits_u*>(x + i);
-      special |= (VBits)((bits & exponent) == exponent);
-    }
-    bool any = false;
-    for (int l = 0; l < L; ++l) any |= special[l] != 0;
-    for (; i < end; ++i) any |= (__builtin_bit_cast(Bits, x[i]) & exponent) == exponent;
-    return any ? 1.0 : 0.0;
-  });
-  return chunks_with_special == 0.0;
-}
-
 }  // namespace
 
 #define FASTNN_SPARSE_ENTRY_POINTS(T, suffix)                                                               \
@@ -450,8 +462,7 @@ bool all_finite_impl(const T* x, index_t n) {
                                      const BlockSparseBuffers<T>& out) {                                    \
     return fill_blocks(fill_column_blocks<T>, x, rows, cols, (cols + R - 1) / R, max_entries, out);         \
   }                                                                                                         \
-  bool all_finite_##suffix(const T* x, index_t n) { return all_finite_impl(x, n); }                         \
-  void sparse_matmul_##suffix(const SparseMatmulArgs<T>& g) { sparse_matmul_blocks(g); }
+  bool sparse_matmul_##suffix(const SparseMatmulArgs<T>& g) { return sparse_matmul_blocks(g); }
 FASTNN_SPARSE_ENTRY_POINTS(float, f32)
 FASTNN_SPARSE_ENTRY_POINTS(double, f64)
 
