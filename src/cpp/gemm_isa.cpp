@@ -147,6 +147,17 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       if (relu) v = simd::relu(v);
       simd::storeu(c + j, v);
     }
+#if FASTNN_VBYTES == 64
+    // Masked: a narrow output (10 logits) is mostly tail.
+    if (nvec < n) {
+      const int rest = n - nvec;
+      V v = simd::load(t + nvec);
+      if (e.load_c) v += simd::load_first(c + nvec, rest);
+      if (add_bias) v += simd::load_first(e.bias + nvec, rest);
+      if (relu) v = simd::relu(v);
+      simd::store_first(c + nvec, rest, v);
+    }
+#else
     for (int j = nvec; j < n; ++j) {
       T v = t[j];
       if (e.load_c) v += c[j];
@@ -154,6 +165,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       if (relu) v = simd::act_scalar(v, Act::relu);
       c[j] = v;
     }
+#endif
   }
   if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
     for (int r = 0; r < m; ++r) apply_activation(C + r * ldc, n, e.act);
