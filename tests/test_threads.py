@@ -5,6 +5,8 @@ Thread-count tolerance (test_thread_count_does_not_change_results):
 * bit-identical for 1 and 2 threads: matmul / linear / linear_backward (the
   GEMM's K blocking depends on K only and every C element is summed by one
   thread in one order; db is summed per column by one thread in row order),
+  except linear on a mostly-zero x, whose threads split the depth and add up
+  their partial sums (test_sparse.py bounds that difference),
   softmax / log_softmax and the per-row losses and dlogits of cross_entropy
   (one row = one thread), every elementwise kernel and every optimizer step;
 * scalar reductions (the summed cross-entropy, squared error and BCE losses)
