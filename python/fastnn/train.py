@@ -216,7 +216,7 @@ class Trainer:
                 xb = kernels.gather_rows(x, idx, out=x_batch[:m])
                 if prefetch_rows is not None and step + 1 < steps:
                     prefetch_rows(x, order[(step + 1) * bs:(step + 2) * bs])
-                yb = np.take(y, idx, axis=0, out=y_batch[:m])
+                yb = y.take(idx, axis=0, out=y_batch[:m])
                 pred = self.model.forward(xb)
                 batch_loss = self.loss.forward(pred, yb)
                 self.model.backward(self.loss.backward(), need_input_grad=False)
