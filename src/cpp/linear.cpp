@@ -143,7 +143,8 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
   // dW (in, out) = x^T (in, rows) @ grad (rows, out)
   SparseMatmulArgs<T> s;
   s.B = grad; s.C = dW; s.n = out; s.check_B_finite = true;
-  if (!(block_sparse_form(x, rows, in, true, s.a) && sparse_matmul(s))) product(true, false, in, out, rows, x, grad, dW);
+  if (!(block_sparse_form(x, rows, in, true, s.a) && sparse_matmul(s)))
+    product(true, false, in, out, rows, x, grad, dW);
   // dx (rows, in) = grad (rows, out) @ W^T (out, in)
   if (dx) product(false, true, rows, in, out, grad, W, dx);
 }

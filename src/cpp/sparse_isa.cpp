@@ -262,12 +262,7 @@ bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
 #pragma omp simd
         for (index_t j = 0; j < g.n; ++j) c[j] += g.bias[j];
       }
-      if (g.act == Act::relu) {
-#pragma omp simd
-        for (index_t j = 0; j < g.n; ++j) c[j] = simd::act_scalar(c[j], Act::relu);
-      } else if (g.act != Act::none) {
-        apply_activation(c, g.n, g.act);
-      }
+      apply_activation(c, g.n, g.act);
     }
   }
   return !special.load();
