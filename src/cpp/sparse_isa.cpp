@@ -417,9 +417,12 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
       }
       for (; k < k1; ++k) nonzero[(k - k0) / R] |= xi[k] != T(0) ? bit : 0;  // true for NaN, which must reach C
     }
+    // Counted before listing, so that a dense x is turned down without
+    // copying its values: MNIST's hidden layers list ~85% of their positions.
+    for (const std::uint64_t m : nonzero) entries += __builtin_popcountll(m);
+    if (entries > allowed(share, i1, rows, 2 * (b1 - b0)) || stop.load(std::memory_order_relaxed)) return false;
     for (index_t b = b0; b < b1; ++b) {
-      const index_t first = out.count[b];
-      index_t q = first;
+      index_t q = out.count[b];
       for (std::uint64_t m = nonzero[b - b0]; m != 0; m &= m - 1, ++q) {
         const index_t i = i0 + __builtin_ctzll(m);
         const T* xi = x + i * cols + b * R;
@@ -431,9 +434,7 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
           for (int r = 0; r < R; ++r) v[r] = b * R + r < cols ? xi[r] : T(0);
       }
       out.count[b] = q;
-      entries += q - first;
     }
-    if (entries > allowed(share, i1, rows, 2 * (b1 - b0)) || stop.load(std::memory_order_relaxed)) return false;
   }
   return true;
 }
