@@ -788,6 +788,8 @@ def _bad_calls():
                                                            activation="relu"), ValueError),
         ("linear-backward-y-shape", lambda: F.linear_backward(x, np.ones((4, 2)), np.ones((3, 2)),
                                                               y=np.ones((2, 3)), activation="tanh"), ValueError),
+        ("linear-backward-x-activation", lambda: F.linear_backward(x, np.ones((4, 2)), np.ones((3, 2)),
+                                                                   x_activation="softmax"), ValueError),
         # labels out of range -> IndexError
         ("ce-label-high", lambda: F.cross_entropy(x, np.array([0, 1, 4])), IndexError),
         ("ce-label-negative", lambda: F.cross_entropy(x, np.array([0, -1, 2])), IndexError),

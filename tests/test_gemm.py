@@ -119,6 +119,26 @@ _WORKER = textwrap.dedent(
     x = np.ones((3, 4), np.float32); x[1, 2] = np.nan
     got = core.linear(x, np.ones((4, 40), np.float32), None, activation="relu")
     assert np.isnan(got[1]).all() and not np.isnan(got[[0, 2]]).any()
+
+    # The gate in dx's store: linear_backward(x_activation=a) with x = a(u)
+    # gives (dy @ W.T) * a'(u), also when K (here out) spans several blocks.
+    grads = {
+        "relu": lambda x: (x > 0).astype(np.float64),
+        "sigmoid": lambda x: x * (1 - x),
+        "tanh": lambda x: 1 - x * x,
+    }
+    for (M, n_in, n_out) in ((1, 1, 1), (7, 33, 16), (33, 257, 7), (128, 256, 128), (16, 1000, 33), (20, 40, 1000)):
+        for dtype in (np.float32, np.float64):
+            u = rng.standard_normal((M, n_in))
+            W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_out)).astype(dtype)
+            dy = rng.standard_normal((M, n_out)).astype(dtype)
+            plain = dy.astype(np.float64) @ W.astype(np.float64).T
+            tol = 2e-5 if dtype == np.float32 else 1e-12
+            for act, grad in grads.items():
+                x = acts[act](u).astype(dtype)
+                dx = core.linear_backward(x, W, dy, x_activation=act)[0]
+                err = np.abs(dx - plain * grad(x.astype(np.float64))).max()
+                assert err < tol * (1 + np.abs(plain).max()), (want, M, n_in, n_out, act, err)
     print("OK", n)
     """
 )

@@ -183,6 +183,27 @@ def test_linear_backward(backend, rng, activation, need_dx):
         assert dx is None
 
 
+@pytest.mark.parametrize("activation", ["none", "relu"])
+@pytest.mark.parametrize("x_activation", ["relu", "sigmoid", "tanh"])
+def test_linear_backward_through_x_activation(backend, rng, x_activation, activation):
+    """With x = x_activation(u), dx comes back as dL/du."""
+    u = rng.standard_normal((4, 5))
+    u = np.where(np.abs(u) < 0.05, 0.5, u)  # away from relu's kink
+    W, b, dy = rng.standard_normal((5, 3)) * 0.5, rng.standard_normal(3) * 0.3, rng.standard_normal((4, 3))
+    act_x = getattr(F, x_activation)
+
+    def loss(u_):
+        return np.sum(dy * F.linear(act_x(u_), W, b, activation=activation))
+
+    x = act_x(u)
+    y = F.linear(x, W, b, activation=activation)
+    du, dW, db = F.linear_backward(x, W, dy, y=y, activation=activation, x_activation=x_activation)
+    _, want_dW, want_db = F.linear_backward(x, W, dy, y=y, activation=activation)
+    assert_gradient(du, numerical_gradient(loss, u), f"du {x_activation} {activation}")
+    np.testing.assert_array_equal(dW, want_dW)
+    np.testing.assert_array_equal(db, want_db)
+
+
 def test_linear_backward_without_bias(backend, rng):
     """db is still the gradient a bias would get: the column sums of dy."""
     x, W, dy = rng.standard_normal((4, 5)), rng.standard_normal((5, 3)), rng.standard_normal((4, 3))

@@ -1268,6 +1268,15 @@ def test_core_linear_backward_messages_use_the_keyword_names():
         assert kw in str(info.value), f"{kw}: {info.value}"
 
 
+def test_core_linear_backward_names_a_bad_x_activation():
+    from fastnn import _core
+    x, W, dy = np.ones((2, 3)), np.ones((3, 4)), np.ones((2, 4))
+    with pytest.raises(ValueError, match="x_activation must be one of .* got 'softmax'"):
+        _core.linear_backward(x, W, dy, x_activation="softmax")
+    with pytest.raises(TypeError):
+        _core.linear_backward(x, W, dy, x_activation=1)
+
+
 # ------------------------------------------------------- the functional contract
 
 def test_integer_and_bool_input_is_converted_explicitly(any_backend):

@@ -236,6 +236,23 @@ def test_linear_forward_and_backward(backend, rng, activation, bias, shape, dtyp
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7, 3), (33, 10), (128, 256)], ids=shape_id)
+@pytest.mark.parametrize("x_activation", ["relu", "sigmoid", "tanh"])
+def test_linear_backward_through_x_activation(backend, rng, x_activation, shape, dtype):
+    n, n_in = shape
+    n_out = {3: 5, 10: 17, 256: 128}[n_in]
+    u = rng.standard_normal((n, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+    dy = rng.standard_normal((n, n_out)).astype(dtype)
+    ut = tensor(u, grad=True)
+    act = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[x_activation]
+    (TF.linear(act(ut), tensor(W).T) * tensor(dy)).sum().backward()
+    x = getattr(F, x_activation)(u)
+    du = F.linear_backward(x, W, dy, x_activation=x_activation)[0]
+    close(du, ut.grad, dtype, n_out, f"du {x_activation}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_matmul(backend, rng, trans_a, trans_b, dtype):

@@ -365,11 +365,11 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     return backends.active().matmul(a, b, trans_a, trans_b, out=_out(out, (m, n), a.dtype, inputs=(a, b)))
 
 
-def _activation(activation):
+def _activation(activation, what="activation"):
     if activation is None:
         return "none"
     if activation not in backends.active().FUSED_ACTIVATIONS:
-        raise ValueError(f"activation must be one of {backends.active().FUSED_ACTIVATIONS}, got {activation!r}")
+        raise ValueError(f"{what} must be one of {backends.active().FUSED_ACTIVATIONS}, got {activation!r}")
     return activation
 
 
@@ -395,11 +395,14 @@ def linear(x, W, b=None, activation="none", out=None):
                                     out=_out(out, (x.shape[0], W.shape[1]), x.dtype, inputs=inputs))
 
 
-def linear_backward(x, W, dy, y=None, activation="none", need_dx=True):
+def linear_backward(x, W, dy, y=None, activation="none", need_dx=True, x_activation="none"):
     """(dx, dW, db) of y = act(x @ W + b), given dy = dL/dy and, when an
-    activation was fused, its output y. dx is None when need_dx is False."""
+    activation was fused, its output y. dx is None when need_dx is False.
+    With x_activation, x is that activation's output and dx is returned
+    through it: dL/d(its input), which the layer before needs."""
     x, W, _ = _linear_operands(x, W, None)
     activation = _activation(activation)
+    x_activation = _activation(x_activation, "x_activation")
     shape = (x.shape[0], W.shape[1])
     dy = as_float_array(dy, "dy", x.dtype)
     if dy.shape != shape:
@@ -410,7 +413,7 @@ def linear_backward(x, W, dy, y=None, activation="none", need_dx=True):
         y = as_float_array(y, "y", x.dtype)
         if y.shape != shape:
             raise ValueError(f"y must have shape {shape}, got {y.shape}")
-    return backends.active().linear_backward(x, W, dy, y, activation, bool(need_dx))
+    return backends.active().linear_backward(x, W, dy, y, activation, bool(need_dx), x_activation=x_activation)
 
 
 def gather_rows(x, index, out=None):

@@ -118,14 +118,15 @@ class Linear(Module):
         b = self.bias.data if self.bias is not None else None
         return backends.active().linear(x, self.weight.data, b, activation, out=out)
 
-    def backward(self, dout, y=None, activation="none", need_dx=True, dx_out=None):
+    def backward(self, dout, y=None, activation="none", need_dx=True, dx_out=None, x_activation="none"):
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
         dout = F.as_float_array(dout, "dout", self.weight.data.dtype)
         dx, dW, db = backends.active().linear_backward(
             self._x, self.weight.data, dout, y, activation, need_dx,
             dx_out=dx_out, dW_out=self.weight.grad if _reusable(self.weight) else None,
-            db_out=self.bias.grad if self.bias is not None and _reusable(self.bias) else None)
+            db_out=self.bias.grad if self.bias is not None and _reusable(self.bias) else None,
+            x_activation=x_activation)
         self.weight.grad = dW
         if self.bias is not None:
             self.bias.grad = db
@@ -300,19 +301,27 @@ class Sequential(Module):
     def backward(self, dout, need_input_grad=True):
         """Returns d(input), or None when need_input_grad is False (saves the
         first layer's dx GEMM when training)."""
+        # A Linear right after a fused pair takes that pair's activation
+        # gradient into its dx GEMM's store, and the pair then skips it.
+        dout_through_activation = False
         for step in range(len(self._plan) - 1, -1, -1):
             i, activation = self._plan[step]
             layer = self.layers[i]
             if not isinstance(layer, Linear):
                 dout = layer.backward(dout)
+                dout_through_activation = False
                 continue
             need_dx = need_input_grad or step > 0
             dx_out = None
             if need_dx and step > 0:
                 dx_out = self._buffer(("dx", step, dout.shape[0]), (dout.shape[0], layer.in_features),
                                       layer.weight.data.dtype)
+            if dout_through_activation:
+                activation = None
             y = self.layers[i + 1]._saved if activation else None
-            dout = layer.backward(dout, y, activation or "none", need_dx, dx_out=dx_out)
+            x_activation = (self._plan[step - 1][1] if need_dx and step > 0 else None) or "none"
+            dout = layer.backward(dout, y, activation or "none", need_dx, dx_out=dx_out, x_activation=x_activation)
+            dout_through_activation = x_activation != "none"
         return dout
 
     def config(self):

@@ -141,12 +141,12 @@ auto by_dtype(const py::array& a, F f) {
   return f(double{});
 }
 
-Act parse_activation(const std::string& name) {
+Act parse_activation(const std::string& name, const char* what = "activation") {
   if (name == "none") return Act::none;
   if (name == "relu") return Act::relu;
   if (name == "sigmoid") return Act::sigmoid;
   if (name == "tanh") return Act::tanh;
-  throw py::value_error("activation must be one of 'none', 'relu', 'sigmoid', 'tanh', got '" + name + "'");
+  throw py::value_error(std::string(what) + " must be one of 'none', 'relu', 'sigmoid', 'tanh', got '" + name + "'");
 }
 
 // Labels: int64, 1-D, length rows, every value in [0, classes).
@@ -379,12 +379,14 @@ py::array linear(const py::array& x, const py::array& W, const OptArray& b, cons
 
 py::tuple linear_backward(const py::array& x, const py::array& W, const py::array& dy, const OptArray& y,
                           const std::string& activation, bool need_dx, const OptArray& dx_out,
-                          const OptArray& dW_out, const OptArray& db_out, const OptArray& dz_out) {
+                          const OptArray& dW_out, const OptArray& db_out, const OptArray& dz_out,
+                          const std::string& x_activation) {
   check_linear_operands(x, W);
   const index_t rows = x.shape(0), in = x.shape(1), n_out = W.shape(1);
   check_input(dy, "dy", &x, "x");
   check_shape(dy, {rows, n_out}, "dy");
   const Act act = parse_activation(activation);
+  const Act x_act = parse_activation(x_activation, "x_activation");
   if (act != Act::none) {
     if (!y) throw py::value_error("y (the activation's output) is required when activation is '" + activation + "'");
     check_input(*y, "y", &x, "x");
@@ -407,7 +409,7 @@ py::tuple linear_backward(const py::array& x, const py::array& W, const py::arra
     using T = decltype(t);
     py::gil_scoped_release release;
     fastnn::linear_backward(ptr<T>(x), ptr<T>(W), ptr<T>(dy), ptr<T>(y), ptr<T>(dz), ptr<T>(dx), ptr<T>(dW),
-                            ptr<T>(db), rows, in, n_out, act);
+                            ptr<T>(db), rows, in, n_out, act, x_act);
   });
   return py::make_tuple(dx ? py::object(*dx) : py::object(py::none()), dW, db);
 }
@@ -658,7 +660,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("linear_backward", &linear_backward, x_arg, py::arg("W").noconvert(), dy_arg,
         py::arg("y").noconvert() = py::none(), py::arg("activation") = "none", py::arg("need_dx") = true,
         py::arg("dx_out").noconvert() = py::none(), py::arg("dW_out").noconvert() = py::none(),
-        py::arg("db_out").noconvert() = py::none(), py::arg("dz_out").noconvert() = py::none());
+        py::arg("db_out").noconvert() = py::none(), py::arg("dz_out").noconvert() = py::none(),
+        py::arg("x_activation") = "none");
   m.def("gather_rows", &gather_rows, x_arg, py::arg("index").noconvert(), out_arg);
   m.def("prefetch_rows", &prefetch_rows, x_arg, py::arg("index").noconvert());
   m.def("block_sparse", &block_sparse, x_arg, py::arg("by_columns") = false);

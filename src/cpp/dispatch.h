@@ -26,6 +26,11 @@ struct GemmArgs {
   bool accumulate = false;
   const T* bias = nullptr;
   Act act = Act::none;
+  // With a gate (stored like C, row stride ldc; act must be none), C is
+  // multiplied by gate_act' at the gate in the store: dx becomes the gradient
+  // through the activation whose output the gate is, with no pass of its own.
+  const T* gate = nullptr;
+  Act gate_act = Act::none;
 };
 
 // Activation functions and their gradients: out (n,) = f(a) for the forward

@@ -1,7 +1,7 @@
 // GEMM kernels, compiled once per instruction set (see fastnn_add_isa in
 // CMakeLists.txt): FASTNN_ISA_NS is generic (SSE2), avx2 (AVX2+FMA) or avx512.
 //
-//   C[M,N] = act(op(A) @ op(B) + (accumulate ? C : 0) + bias[N])
+//   C[M,N] = act(op(A) @ op(B) + (accumulate ? C : 0) + bias[N]) [* gate_act'(gate)]
 //
 // Design (GotoBLAS/BLIS style, row-major C, vectors along N):
 //  * op(B) is packed per (KC x NC) block into NR-wide micro-panels, k-major,
@@ -20,8 +20,8 @@
 //    kernel of the next height up in {1, 2, 4, ..., MR} (zero rows packed) and
 //    narrow B panels a kernel with fewer vectors, so edges cost almost no
 //    padded work. The store of the last K block applies (accumulate) + bias +
-//    activation (relu in registers; sigmoid/tanh a vectorised pass over the tile);
-//    earlier K blocks accumulate into C. With accumulate == false C is written
+//    activation (relu in registers; sigmoid/tanh a vectorised pass over the tile)
+//    or the gate (in registers); earlier K blocks accumulate into C. With accumulate == false C is written
 //    before it is ever read.
 //  * OpenMP: C is cut into a tm x tn grid of MR/NR-aligned blocks, one per
 //    thread, each thread packing its own operands (no barriers). The grid is
@@ -125,7 +125,9 @@ struct Epi {
   const T* bias;  // bias of the tile's first column (null: none)
   Act act;
   bool load_c;    // add C's current contents
-  bool last;      // last K block: apply bias + act
+  bool last;      // last K block: apply bias + act, or the gate
+  const T* gate;  // gate of the tile's first element, row stride ldc (null: none)
+  Act gate_act;
 };
 
 // Epilogue from a finished accumulator tile tmp (m x n valid of an aligned
@@ -136,15 +138,18 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
   constexpr int W = VT<T>::W;
   const bool add_bias = e.last && e.bias != nullptr;
   const bool relu = e.last && e.act == Act::relu;
+  const bool gated = e.last && e.gate != nullptr;
   const int nvec = n / W * W;
   for (int r = 0; r < m; ++r) {
     T* c = C + r * ldc;
     const T* t = tmp + r * ldt;
+    const T* gate = gated ? e.gate + r * ldc : nullptr;
     for (int j = 0; j < nvec; j += W) {
       V v = simd::load(t + j);
       if (e.load_c) v += simd::loadu(c + j);
       if (add_bias) v += simd::loadu(e.bias + j);
       if (relu) v = simd::relu(v);
+      if (gated) v = activation_grad<T>(simd::loadu(gate + j), v, e.gate_act);
       simd::storeu(c + j, v);
     }
 #if FASTNN_VBYTES == 64
@@ -155,6 +160,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       if (e.load_c) v += simd::load_first(c + nvec, rest);
       if (add_bias) v += simd::load_first(e.bias + nvec, rest);
       if (relu) v = simd::relu(v);
+      if (gated) v = activation_grad<T>(simd::load_first(gate + nvec, rest), v, e.gate_act);
       simd::store_first(c + nvec, rest, v);
     }
 #else
@@ -163,6 +169,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       if (e.load_c) v += c[j];
       if (add_bias) v += e.bias[j];
       if (relu) v = simd::act_scalar(v, Act::relu);
+      if (gated) v = activation_grad<T>(gate[j], v, e.gate_act);
       c[j] = v;
     }
 #endif
@@ -220,6 +227,7 @@ static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T*
     if (m == M_ && n == NRp) {
       const bool add_bias = e.last && e.bias != nullptr;
       const bool relu = e.last && e.act == Act::relu;
+      const bool gated = e.last && e.gate != nullptr;
       V bv[NV];
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) bv[j] = add_bias ? simd::loadu(e.bias + j * W) : V{};
@@ -232,6 +240,7 @@ static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T*
           if (e.load_c) v += simd::loadu(c + j * W);
           v += bv[j];
           if (relu) v = simd::relu(v);
+          if (gated) v = activation_grad<T>(simd::loadu(e.gate + r * ldc + j * W), v, e.gate_act);
           simd::storeu(c + j * W, v);
         }
       }
@@ -413,7 +422,8 @@ static void gemm_block_naive(const GemmArgs<T>& g, index_t m0, index_t m1, index
       }
       if (g.accumulate) s += c[j];
       if (g.bias) s += g.bias[j];
-      c[j] = simd::act_scalar(s, g.act);
+      s = simd::act_scalar(s, g.act);
+      c[j] = g.gate ? activation_grad<T>(g.gate[i * g.ldc + j], s, g.gate_act) : s;
     }
   }
 }
@@ -457,6 +467,7 @@ static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0,
       pack_b(g, jc, nc, pc, kc, kcp, Bp);
       Epi<T> e;
       e.act = g.act;
+      e.gate_act = g.gate_act;
       e.load_c = g.accumulate || pc > 0;
       e.last = pc + kc == K;
       for (index_t ic = m0; ic < m1; ic += MC) {
@@ -468,9 +479,11 @@ static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0,
           const T* ap = Ap + ir * kcp;
           const KFn<T> kfull = kpick<T>(g.trans_a, h, Cfg<T>::NV);
           T* crow = g.C + (ic + ir) * g.ldc + jc;
+          const T* gate_row = g.gate ? g.gate + (ic + ir) * g.ldc + jc : nullptr;
           for (index_t jr = 0; jr < nc; jr += NR) {
             const int nr = static_cast<int>(imin(NR, nc - jr));
             e.bias = g.bias ? g.bias + jc + jr : nullptr;
+            e.gate = gate_row ? gate_row + jr : nullptr;
             const KFn<T> kf = nr == NR ? kfull : kpick<T>(g.trans_a, h, static_cast<int>(cdiv(nr, W)));
             kf(kcp / KU, ap, Bp + jr * kcp, crow + jr, g.ldc, mr, nr, e);
           }
@@ -488,7 +501,8 @@ static void gemm_k0(const GemmArgs<T>& g) {
     for (index_t j = 0; j < g.N; ++j) {
       T v = g.accumulate ? c[j] : T(0);
       if (g.bias) v += g.bias[j];
-      c[j] = simd::act_scalar(v, g.act);
+      v = simd::act_scalar(v, g.act);
+      c[j] = g.gate ? activation_grad<T>(g.gate[i * g.ldc + j], v, g.gate_act) : v;
     }
   }
 }

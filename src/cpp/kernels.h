@@ -45,9 +45,11 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, inde
 // dy (rows, out) is dL/d(act output), y (rows, out) that output (unused for Act::none).
 // dz (rows, out) is scratch for dy * act'(y) (may be dy itself, or null for Act::none).
 // Writes dW (in, out), db (out,) if not null, and dx (rows, in) if not null.
+// With x_act, x is that activation's output and dx is written as dx * x_act'(x):
+// the gradient the layer before needs, in the dx GEMM's store.
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* dx, T* dW, T* db,
-                     index_t rows, index_t in, index_t out, Act act);
+                     index_t rows, index_t in, index_t out, Act act, Act x_act);
 
 // out (count, row_bytes) = rows of x picked by index (count,); index already checked.
 void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes);

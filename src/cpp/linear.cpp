@@ -1,6 +1,7 @@
 // A linear layer y = act(x @ W + b) and its backward pass, built on the
 // dispatched GEMM. The forward's bias and activation happen in the GEMM's store;
-// the backward computes dz = dy * act'(y) and db in one pass, then two GEMMs.
+// the backward computes dz = dy * act'(y) and db in one pass, then two GEMMs,
+// the dx one optionally through the previous layer's activation.
 // When x is mostly zeros (the pixels of an image) x @ W and x^T @ dz skip them.
 #include <algorithm>
 #include <cstring>
@@ -14,14 +15,6 @@
 namespace fastnn {
 
 namespace {
-
-template <class T, Act A>
-inline T activation_grad(T y, T dy) {
-  if (A == Act::relu) return y > T(0) ? dy : T(0);
-  if (A == Act::sigmoid) return dy * y * (T(1) - y);
-  if (A == Act::tanh) return dy * (T(1) - y * y);
-  return dy;
-}
 
 // dz (rows, out) = dy * act'(y) unless act is none (then dz is not written and
 // may be null); db (out,) = column sums of dz. Threads split the columns, so
@@ -41,7 +34,7 @@ void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t row
             const T* yr = y + r * out;
             T* dzr = dz + r * out;
 #pragma omp simd
-            for (index_t c = c0; c < c1; ++c) dzr[c] = activation_grad<T, A>(yr[c], grad[c]);
+            for (index_t c = c0; c < c1; ++c) dzr[c] = activation_grad<T>(yr[c], grad[c], A);
             grad = dzr;
           }
           if (db) {
@@ -104,12 +97,12 @@ struct SparseInput {
   }
 };
 
-// C (M, N) = act(op(A) @ op(B) + bias) through the dispatched GEMM, for
-// contiguous A, B and C; op(A) is A (M, K), or A stored (K, M) with trans_a;
-// op(B) is B (K, N), or B stored (N, K) with trans_b.
+// C (M, N) = act(op(A) @ op(B) + bias) * gate_act'(gate) through the
+// dispatched GEMM, for contiguous A, B, C and gate (M, N); op(A) is A (M, K), or
+// A stored (K, M) with trans_a; op(B) is B (K, N), or B stored (N, K) with trans_b.
 template <class T>
 void product(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, const T* B, T* C,
-             const T* bias = nullptr, Act act = Act::none) {
+             const T* bias = nullptr, Act act = Act::none, const T* gate = nullptr, Act gate_act = Act::none) {
   GemmArgs<T> g;
   g.trans_a = trans_a; g.trans_b = trans_b;
   g.M = M; g.N = N; g.K = K;
@@ -117,6 +110,7 @@ void product(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const 
   g.B = B; g.ldb = trans_b ? K : N;
   g.C = C; g.ldc = N;
   g.bias = bias; g.act = act;
+  if (gate_act != Act::none) { g.gate = gate; g.gate_act = gate_act; }
   gemm(g);
 }
 
@@ -137,7 +131,7 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, inde
 
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* dx, T* dW, T* db,
-                     index_t rows, index_t in, index_t out, Act act) {
+                     index_t rows, index_t in, index_t out, Act act, Act x_act) {
   if (act != Act::none || db) activation_grad_and_bias(dy, y, dz, db, rows, out, act);
   const T* grad = act == Act::none ? dy : dz;
   // dW (in, out) = x^T (in, rows) @ grad (rows, out)
@@ -145,8 +139,8 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
   s.B = grad; s.C = dW; s.n = out; s.check_B_finite = true;
   if (!(block_sparse_form(x, rows, in, true, s.a) && sparse_matmul(s)))
     product(true, false, in, out, rows, x, grad, dW);
-  // dx (rows, in) = grad (rows, out) @ W^T (out, in)
-  if (dx) product(false, true, rows, in, out, grad, W, dx);
+  // dx (rows, in) = grad (rows, out) @ W^T (out, in), times x_act'(x)
+  if (dx) product(false, true, rows, in, out, grad, W, dx, static_cast<const T*>(nullptr), Act::none, x, x_act);
 }
 
 void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes) {
@@ -175,7 +169,7 @@ void prefetch_rows(const char* x, const std::int64_t* index, index_t count, inde
   template bool block_sparse_form<T>(const T*, index_t, index_t, bool, BlockSparse<T>&);             \
   template void linear_forward<T>(const T*, const T*, const T*, T*, index_t, index_t, index_t, Act); \
   template void linear_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, index_t,  \
-                                   index_t, index_t, Act);
+                                   index_t, index_t, Act, Act);
 FASTNN_INSTANTIATE(float)
 FASTNN_INSTANTIATE(double)
 

@@ -1082,6 +1082,7 @@ def binary_cross_entropy_with_logits_backward(z, t, reduction="mean"):
 # ------------------------------------------------------------------------ linear
 
 _ACT_CODE = {"none": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+_GRAD_FROM_OUTPUT = {"relu": relu_backward, "sigmoid": sigmoid_backward, "tanh": tanh_backward}
 
 
 def matmul(a, b, trans_a=False, trans_b=False, out=None):
@@ -1193,9 +1194,10 @@ def _act_grad_bias_par(y, dy, dz, db, code, nchunks):
 
 
 def linear_backward(x, W, dy, y=None, activation="none", need_dx=True,
-                    dx_out=None, dW_out=None, db_out=None):
+                    dx_out=None, dW_out=None, db_out=None, x_activation="none"):
     # x (N, in), W (in, out), dy (N, out) = dL/d(act output); y is that output,
-    # needed when an activation was fused. Returns (dx or None, dW, db).
+    # needed when an activation was fused. Returns (dx or None, dW, db); with
+    # x_activation, x is that activation's output and dx goes through it.
     code = _ACT_CODE.get(activation, 3)  # the reference treats any other name as tanh
     if code:
         dz = np.empty(dy.shape, dy.dtype)
@@ -1216,6 +1218,8 @@ def linear_backward(x, W, dy, y=None, activation="none", need_dx=True,
         db_out[...] = db64
         db = db_out
     dx = matmul(dz, W, trans_b=True, out=dx_out) if need_dx else None
+    if dx is not None and x_activation != "none":
+        _GRAD_FROM_OUTPUT[x_activation](x, dx, out=dx)
     return dx, dW, db
 
 

@@ -219,13 +219,14 @@ def linear(x, W, b=None, activation="none", out=None):
 
 
 def linear_backward(x, W, dy, y=None, activation="none", need_dx=True,
-                    dx_out=None, dW_out=None, db_out=None):
+                    dx_out=None, dW_out=None, db_out=None, x_activation="none"):
     # x (N, in), W (in, out), dy (N, out) = dL/d(act output); y is that output,
-    # needed when an activation was fused. Returns (dx or None, dW, db).
+    # needed when an activation was fused. Returns (dx or None, dW, db); with
+    # x_activation, x is that activation's output and dx goes through it.
     dz = _activation_grad_from_output(y, dy, activation)
     dW = _put(dW_out, x.T @ dz)
     db = _put(db_out, dz.sum(axis=0))
-    dx = _put(dx_out, dz @ W.T) if need_dx else None
+    dx = _put(dx_out, _activation_grad_from_output(x, dz @ W.T, x_activation)) if need_dx else None
     return dx, dW, db
 
 
