@@ -403,20 +403,23 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
   index_t entries = 0;
   for (index_t i0 = 0; i0 < rows; i0 += 64) {
     const index_t i1 = i0 + 64 < rows ? i0 + 64 : rows;
-    std::fill(nonzero.begin(), nonzero.end(), 0);
-    for (index_t i = i0; i < i1; ++i) {
-      const T* xi = x + i * cols;
-      const std::uint64_t bit = std::uint64_t(1) << (i - i0);
-      index_t k = k0;
-      if (W % R == 0) {
-        for (; k + W <= k1; k += W) {
-          const unsigned m = simd::nonzero_mask(simd::loadu(xi + k));
+    index_t k = k0;
+    if (W % R == 0) {
+      // W / R blocks at a time down the group's rows, their bits in registers.
+      for (; k + W <= k1; k += W) {
+        std::uint64_t bits[W / R] = {};
+        for (index_t i = i0; i < i1; ++i) {
+          const unsigned m = simd::nonzero_mask(simd::loadu(x + i * cols + k));
           for (int s = 0; s < W / R; ++s)
-            nonzero[(k - k0) / R + s] |= (m >> (s * R)) & ((1u << R) - 1) ? bit : 0;
+            bits[s] |= std::uint64_t(((m >> (s * R)) & ((1u << R) - 1)) != 0) << (i - i0);
         }
+        for (int s = 0; s < W / R; ++s) nonzero[(k - k0) / R + s] = bits[s];
       }
-      for (; k < k1; ++k) nonzero[(k - k0) / R] |= xi[k] != T(0) ? bit : 0;  // true for NaN, which must reach C
     }
+    std::fill(nonzero.begin() + (k - k0) / R, nonzero.end(), 0);
+    for (index_t i = i0; i < i1; ++i)
+      for (index_t j = k; j < k1; ++j)  // true for NaN, which must reach C
+        nonzero[(j - k0) / R] |= x[i * cols + j] != T(0) ? std::uint64_t(1) << (i - i0) : 0;
     // Counted before listing, so that a dense x is turned down without
     // copying its values: MNIST's hidden layers list ~85% of their positions.
     for (const std::uint64_t m : nonzero) entries += __builtin_popcountll(m);
