@@ -20,9 +20,9 @@
 //    kernel of the next height up in {1, 2, 4, ..., MR} (zero rows packed) and
 //    narrow B panels a kernel with fewer vectors, so edges cost almost no
 //    padded work. The store of the last K block applies (accumulate) + bias +
-//    activation (relu in registers; sigmoid/tanh a vectorised pass over the tile)
-//    or the gate (in registers); earlier K blocks accumulate into C. With accumulate == false C is written
-//    before it is ever read.
+//    activation (relu in registers; sigmoid/tanh a vectorised pass over the
+//    tile) or the gate (in registers); earlier K blocks accumulate into C.
+//    With accumulate == false C is written before it is ever read.
 //  * OpenMP: C is cut into a tm x tn grid of MR/NR-aligned blocks, one per
 //    thread, each thread packing its own operands (no barriers). The grid is
 //    picked to minimise per-thread work incl. packing, so M=128 still keeps
