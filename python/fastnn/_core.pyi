@@ -74,8 +74,8 @@ def linear(x: Array, W: Array, b: Optional[Array] = None, activation: str = "non
     """act(x (N, in) @ W (in, out) + b (out,)), bias and activation applied by the GEMM's store."""
 def linear_backward(x: Array, W: Array, dy: Array, y: Optional[Array] = None, activation: str = "none",
                     need_dx: bool = True, dx_out: Optional[Array] = None, dW_out: Optional[Array] = None,
-                    db_out: Optional[Array] = None, dz_out: Optional[Array] = None,
-                    x_activation: str = "none") -> Tuple[Optional[Array], Array, Array]:
+                    db_out: Optional[Array] = None, x_activation: str = "none",
+                    dz_out: Optional[Array] = None) -> Tuple[Optional[Array], Array, Array]:
     """(dx (N, in) or None, dW (in, out), db (out,)) given dy (N, out) and, for a
     fused activation, its output y. dz_out is scratch for dy * act'(y) (may be dy).
     With x_activation, x is that activation's output and dx is dx * act'(x),

@@ -116,17 +116,18 @@ class Linear(Module):
                              f"(batch, {self.in_features}), got {x.shape}")
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        return backends.active().linear(x, self.weight.data, b, activation, out=out)
+        # Positional: pybind11 matches keywords by name, ~0.6 us a call here.
+        return backends.active().linear(x, self.weight.data, b, activation, out)
 
     def backward(self, dout, y=None, activation="none", need_dx=True, dx_out=None, x_activation="none"):
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
         dout = F.as_float_array(dout, "dout", self.weight.data.dtype)
+        # Positional (dx_out, dW_out, db_out, x_activation): keywords cost ~1.2 us a call.
         dx, dW, db = backends.active().linear_backward(
-            self._x, self.weight.data, dout, y, activation, need_dx,
-            dx_out=dx_out, dW_out=self.weight.grad if _reusable(self.weight) else None,
-            db_out=self.bias.grad if self.bias is not None and _reusable(self.bias) else None,
-            x_activation=x_activation)
+            self._x, self.weight.data, dout, y, activation, need_dx, dx_out,
+            self.weight.grad if _reusable(self.weight) else None,
+            self.bias.grad if self.bias is not None and _reusable(self.bias) else None, x_activation)
         self.weight.grad = dW
         if self.bias is not None:
             self.bias.grad = db

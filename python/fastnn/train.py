@@ -213,7 +213,7 @@ class Trainer:
                     raise KeyboardInterrupt
                 idx = order[step * bs:(step + 1) * bs]
                 m = idx.shape[0]
-                xb = kernels.gather_rows(x, idx, out=x_batch[:m])
+                xb = kernels.gather_rows(x, idx, x_batch[:m])  # out, positional: cheaper through pybind11
                 if prefetch_rows is not None and step + 1 < steps:
                     prefetch_rows(x, order[(step + 1) * bs:(step + 2) * bs])
                 yb = y.take(idx, axis=0, out=y_batch[:m])

@@ -379,8 +379,8 @@ py::array linear(const py::array& x, const py::array& W, const OptArray& b, cons
 
 py::tuple linear_backward(const py::array& x, const py::array& W, const py::array& dy, const OptArray& y,
                           const std::string& activation, bool need_dx, const OptArray& dx_out,
-                          const OptArray& dW_out, const OptArray& db_out, const OptArray& dz_out,
-                          const std::string& x_activation) {
+                          const OptArray& dW_out, const OptArray& db_out, const std::string& x_activation,
+                          const OptArray& dz_out) {
   check_linear_operands(x, W);
   const index_t rows = x.shape(0), in = x.shape(1), n_out = W.shape(1);
   check_input(dy, "dy", &x, "x");
@@ -660,8 +660,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("linear_backward", &linear_backward, x_arg, py::arg("W").noconvert(), dy_arg,
         py::arg("y").noconvert() = py::none(), py::arg("activation") = "none", py::arg("need_dx") = true,
         py::arg("dx_out").noconvert() = py::none(), py::arg("dW_out").noconvert() = py::none(),
-        py::arg("db_out").noconvert() = py::none(), py::arg("dz_out").noconvert() = py::none(),
-        py::arg("x_activation") = "none");
+        py::arg("db_out").noconvert() = py::none(), py::arg("x_activation") = "none",
+        py::arg("dz_out").noconvert() = py::none());
   m.def("gather_rows", &gather_rows, x_arg, py::arg("index").noconvert(), out_arg);
   m.def("prefetch_rows", &prefetch_rows, x_arg, py::arg("index").noconvert());
   m.def("block_sparse", &block_sparse, x_arg, py::arg("by_columns") = false);
