@@ -66,6 +66,20 @@ def test_markdown_has_date_machine_and_tables(tiny_run):
     assert "| kernel | shape |" in md and "| framework |" in md and "**Targets**" in md
 
 
+def test_epoch_targets_are_medians_of_per_round_ratios():
+    """As the kernels' speed-ups: not the quotient of the two median times, which
+    can come from different rounds."""
+    fastnn_s, textbook_s = [0.25, 0.43, 0.42, 0.43, 0.25], [1.2, 1.24, 1.68, 1.6, 1.04]
+    paired = float(np.median(np.divide(textbook_s, fastnn_s)))
+    epoch = {"frameworks": [
+        {"name": "fastnn (cpp)", "seconds": float(np.median(fastnn_s)), "relative_to_fastnn": 1.0},
+        {"name": "textbook NumPy", "seconds": float(np.median(textbook_s)), "relative_to_fastnn": paired}]}
+    targets = bench.evaluate_targets([], epoch, None, "cpp")
+    got = next(t for t in targets if t["name"] == "MNIST epoch" and t["vs"] == "textbook NumPy")
+    assert got["measured"] == pytest.approx(paired)
+    assert paired != pytest.approx(np.median(textbook_s) / np.median(fastnn_s))
+
+
 def test_update_readme_replaces_only_the_marked_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n## Performance\n\nold text\n\n## Next\n\nkept\n")
