@@ -212,6 +212,16 @@ def test_cli_train_end_to_end_on_a_subset(tmp_path):
     assert len(json.loads((out / "metrics.json").read_text())["history"]["loss"]) == 3
 
 
+def test_cli_train_defaults_reach_98_percent_on_mnist(tmp_path):
+    # The recipe that README and the time-to-98% benchmark quote: no flags but the output folder.
+    out = tmp_path / "run"
+    result = run_cli("train", "--no-plot", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["dataset"] == "mnist" and metrics["settings"]["limit"] is None
+    assert metrics["test_accuracy"] >= 0.98, metrics["history"]
+
+
 def test_cli_info():
     result = run_cli("info")
     assert result.returncode == 0
