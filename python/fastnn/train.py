@@ -199,7 +199,9 @@ class Trainer:
         order = self.rng.permutation(n)
         steps = (n + bs - 1) // bs
         x_batch = np.empty((bs,) + x.shape[1:], x.dtype)
-        y_batch = np.empty((bs,) + y.shape[1:], y.dtype)
+        # The epoch's labels in one gather: each step's are then a slice (0.3 us
+        # in an MNIST step, against 2.9 us for taking 128 labels per step).
+        y_shuffled = y.take(order, axis=0)
         per_batch_scheduler = self._per_batch_scheduler()
         # Backends that can prefetch get the next batch's rows loading while
         # this batch is computed: a random row of a large x is otherwise a
@@ -216,7 +218,7 @@ class Trainer:
                 xb = kernels.gather_rows(x, idx, x_batch[:m])  # out, positional: cheaper through pybind11
                 if prefetch_rows is not None and step + 1 < steps:
                     prefetch_rows(x, order[(step + 1) * bs:(step + 2) * bs])
-                yb = y.take(idx, axis=0, out=y_batch[:m])
+                yb = y_shuffled[step * bs:(step + 1) * bs]
                 pred = self.model.forward(xb)
                 batch_loss = self.loss.forward(pred, yb)
                 self.model.backward(self.loss.backward(), need_input_grad=False)
