@@ -61,6 +61,36 @@ def test_trainer_batches_cover_each_sample_once_per_epoch():
     first, second = sum(seen[:3], []), sum(seen[3:], [])
     assert sorted(first) == sorted(second) == list(range(70))
     assert first != second
+    # The batches are those of the seeded permutation, each sorted by label
+    # (the sparse first-layer product then merges rows of one class).
+    rng = np.random.default_rng(0)
+    for epoch in (seen[:3], seen[3:]):
+        order = rng.permutation(70)
+        for k, batch in enumerate(epoch):
+            assert sorted(batch) == sorted(order[32 * k:32 * (k + 1)].tolist())
+            assert np.all(np.diff(y[batch]) >= 0)
+
+
+def test_label_sorted_batches_keep_each_batch_and_sort_it():
+    from fastnn.train import _label_sorted_batches
+    rng = np.random.default_rng(1)
+    for n, batch_size, classes, low in ((1000, 7, 3, 0), (300, 128, 1000, -5), (5, 10, 2, 0), (70000, 128, 10, 0), (2000, 2, 1000, 0)):
+        y = rng.integers(low, classes, n)
+        order = rng.permutation(n)
+        got = _label_sorted_batches(order, y, batch_size)
+        for start in range(0, n, batch_size):
+            batch = got[start:start + batch_size]
+            assert sorted(batch.tolist()) == sorted(order[start:start + batch_size].tolist())
+            labels = y[batch]
+            assert np.all(np.diff(labels) >= 0)
+            # stable: samples of one label keep their shuffled order
+            for label in np.unique(labels):
+                same = batch[labels == label].tolist()
+                chunk = order[start:start + batch_size]
+                assert same == chunk[y[chunk] == label].tolist()
+    targets = rng.random((50, 3))
+    order = rng.permutation(50)
+    assert _label_sorted_batches(order, targets, 8) is order
 
 
 def test_prefetching_the_next_batch_changes_nothing(monkeypatch):
