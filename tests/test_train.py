@@ -74,10 +74,13 @@ def test_trainer_batches_cover_each_sample_once_per_epoch():
 def test_label_sorted_batches_keep_each_batch_and_sort_it():
     from fastnn.train import _label_sorted_batches
     rng = np.random.default_rng(1)
-    for n, batch_size, classes, low in ((1000, 7, 3, 0), (300, 128, 1000, -5), (5, 10, 2, 0), (70000, 128, 10, 0), (2000, 2, 1000, 0)):
+    # (2000, 2, 1000): keys past 16 bits
+    shapes = ((1000, 7, 3, 0), (300, 128, 1000, -5), (5, 10, 2, 0), (70000, 128, 10, 0), (2000, 2, 1000, 0))
+    for n, batch_size, classes, low in shapes:
         y = rng.integers(low, classes, n)
         order = rng.permutation(n)
-        got = _label_sorted_batches(order, y, batch_size)
+        got, got_labels = _label_sorted_batches(order, y[order], batch_size)
+        np.testing.assert_array_equal(got_labels, y[got])
         for start in range(0, n, batch_size):
             batch = got[start:start + batch_size]
             assert sorted(batch.tolist()) == sorted(order[start:start + batch_size].tolist())
@@ -90,7 +93,9 @@ def test_label_sorted_batches_keep_each_batch_and_sort_it():
                 assert same == chunk[y[chunk] == label].tolist()
     targets = rng.random((50, 3))
     order = rng.permutation(50)
-    assert _label_sorted_batches(order, targets, 8) is order
+    got, got_targets = _label_sorted_batches(order, targets[order], 8)
+    assert got is order
+    np.testing.assert_array_equal(got_targets, targets[order])
 
 
 def test_prefetching_the_next_batch_changes_nothing(monkeypatch):

@@ -24,7 +24,8 @@ def _train_parser(sub):
     p.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "leaky_relu", "elu"],
                    help="hidden activation (default: relu)")
     p.add_argument("--epochs", type=int, help=f"epochs (default: {DEFAULTS['epochs']})")
-    p.add_argument("--batch-size", type=int, dest="batch_size", help=f"mini-batch size (default: {DEFAULTS['batch_size']})")
+    p.add_argument("--batch-size", type=int, dest="batch_size",
+                   help=f"mini-batch size (default: {DEFAULTS['batch_size']})")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
                    help="optimizer (default: adam)")
     p.add_argument("--lr", type=float, help=f"learning rate; the peak rate for onecycle (default: {DEFAULTS['lr']:g})")
