@@ -19,22 +19,25 @@ DEFAULTS = {
 
 def _train_parser(sub):
     p = sub.add_parser("train", help="train an MLP (MNIST by default) and write model.npz, metrics.json, curves.png")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help="dataset (default: mnist)")
-    p.add_argument("--hidden", help="hidden layer sizes, comma-separated (default: 256,128)")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help=f"dataset (default: {DEFAULTS['dataset']})")
+    p.add_argument("--hidden", help=f"hidden layer sizes, comma-separated (default: {DEFAULTS['hidden']})")
     p.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "leaky_relu", "elu"],
-                   help="hidden activation (default: relu)")
+                   help=f"hidden activation (default: {DEFAULTS['activation']})")
     p.add_argument("--epochs", type=int, help=f"epochs (default: {DEFAULTS['epochs']})")
     p.add_argument("--batch-size", type=int, dest="batch_size",
                    help=f"mini-batch size (default: {DEFAULTS['batch_size']})")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
-                   help="optimizer (default: adam)")
-    p.add_argument("--lr", type=float, help=f"learning rate; the peak rate for onecycle (default: {DEFAULTS['lr']:g})")
+                   help=f"optimizer (default: {DEFAULTS['optimizer']})")
+    p.add_argument("--lr", type=float,
+                   help=f"learning rate; the peak rate for onecycle (default: {DEFAULTS['lr']:g})")
     p.add_argument("--schedule", choices=["none", "onecycle", "cosine", "step", "plateau"],
-                   help="learning-rate schedule (default: onecycle)")
+                   help=f"learning-rate schedule (default: {DEFAULTS['schedule']})")
     p.add_argument("--label-smoothing", type=float, dest="label_smoothing",
-                   help="label smoothing of the cross-entropy loss, in [0, 1] (default: 0.1)")
-    p.add_argument("--dropout", type=float, help="dropout after each hidden activation (default: 0)")
-    p.add_argument("--seed", type=int, help="seed for weights and shuffling (default: 0)")
+                   help="label smoothing of the cross-entropy loss, in [0, 1] "
+                        f"(default: {DEFAULTS['label_smoothing']:g})")
+    p.add_argument("--dropout", type=float,
+                   help=f"dropout after each hidden activation (default: {DEFAULTS['dropout']:g})")
+    p.add_argument("--seed", type=int, help=f"seed for weights and shuffling (default: {DEFAULTS['seed']})")
     p.add_argument("--backend", choices=["cpp", "numba", "numpy"], help="kernel backend (default: cpp)")
     p.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
