@@ -977,13 +977,13 @@ def run_epochs(settings, data, torch, sklearn_ok, backend_names, headline, cpus,
 
 def _t98_fastnn(x, y, xt, yt, target, seed):
     from . import nn
-    from .cli import DEFAULTS, _optimizer, _scheduler
+    from .recipe import DEFAULTS, make_optimizer, make_scheduler
     from .train import Trainer
     hidden = [int(h) for h in str(DEFAULTS["hidden"]).split(",")]
     model = nn.MLP([x.shape[1], *hidden, 10], DEFAULTS["activation"], DEFAULTS["dropout"], seed=seed)
-    opt = _optimizer(DEFAULTS["optimizer"], model.parameters(), DEFAULTS["lr"])
+    opt = make_optimizer(DEFAULTS["optimizer"], model.parameters(), DEFAULTS["lr"])
     bs, epochs = DEFAULTS["batch_size"], DEFAULTS["epochs"]
-    sched = _scheduler(DEFAULTS["schedule"], opt, DEFAULTS["lr"], epochs, -(-x.shape[0] // bs))
+    sched = make_scheduler(DEFAULTS["schedule"], opt, DEFAULTS["lr"], epochs, -(-x.shape[0] // bs))
     trainer = Trainer(model, nn.CrossEntropyLoss(label_smoothing=DEFAULTS["label_smoothing"]), opt, sched,
                       batch_size=bs, epochs=0, seed=seed, verbose=False, progress=False)
 
@@ -996,7 +996,7 @@ def _t98_fastnn(x, y, xt, yt, target, seed):
 
 
 def _t98_torch(torch, x, y, xt, yt, target, seed):
-    from .cli import DEFAULTS
+    from .recipe import DEFAULTS
     weights = _initial_weights(seed)
     runner = TorchRunner(torch, x, y, seed, weights, lr=DEFAULTS["lr"], max_lr=DEFAULTS["lr"],
                          epochs=DEFAULTS["epochs"], batch=DEFAULTS["batch_size"],
@@ -1018,7 +1018,7 @@ def _train_until(one_epoch, accuracy, target, max_epochs):
 
 
 def run_time_to_accuracy(settings, data, torch, headline, cpus, target=0.98, seed=0):
-    from .cli import DEFAULTS
+    from .recipe import DEFAULTS
     (x, y), (xt, yt), _ = data
     recipe = (f"fastnn train defaults: {DEFAULTS['hidden']} {DEFAULTS['activation']}, {DEFAULTS['optimizer']}, "
               f"{DEFAULTS['schedule']} max lr {DEFAULTS['lr']}, label smoothing {DEFAULTS['label_smoothing']}, "
@@ -1377,7 +1377,7 @@ def plot_epochs(res, path):
         ax2.axvline(T98_TARGET_SECONDS, color="black", ls="--", lw=1, label=f"target {T98_TARGET_SECONDS:g} s")
         ax2.set_xlim(0, max(vals + [T98_TARGET_SECONDS]) * 1.8)
         ax2.legend(loc="lower right", fontsize=8)
-        from .cli import DEFAULTS
+        from .recipe import DEFAULTS
         ax2.set_title(f"Training time to {100 * t98['target_accuracy']:.0f}% test accuracy\n"
                       f"(fastnn train defaults: OneCycle max lr {DEFAULTS['lr']:g})", fontsize=10)
     else:

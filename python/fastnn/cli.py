@@ -5,17 +5,7 @@ import os
 import sys
 import time
 
-# The default recipe: tuned for the least training time to >= 98% MNIST test accuracy.
-# Two epochs of batch 128 at a one-cycle peak of 1e-2 reach 98.05-98.30% over
-# seeds 0-19 (median 98.15%); without label smoothing 0.1, 97.66-98.00% (seeds
-# 0-9). Three epochs of batch 256 at 6e-3 reach ~98.2% too, but take ~30% longer:
-# an epoch of batch 256 costs ~85% of one of batch 128 (fewer optimizer passes).
-DEFAULTS = {
-    "dataset": "mnist", "hidden": "256,128", "activation": "relu", "epochs": 2, "batch_size": 128,
-    "optimizer": "adam", "lr": 1e-2, "schedule": "onecycle", "label_smoothing": 0.1, "dropout": 0.0, "seed": 0,
-    "limit": None,
-}
-
+from .recipe import DEFAULTS, OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 
 def _train_parser(sub):
     p = sub.add_parser("train", help="train an MLP (MNIST by default) and write model.npz, metrics.json, curves.png")
@@ -26,11 +16,11 @@ def _train_parser(sub):
     p.add_argument("--epochs", type=int, help=f"epochs (default: {DEFAULTS['epochs']})")
     p.add_argument("--batch-size", type=int, dest="batch_size",
                    help=f"mini-batch size (default: {DEFAULTS['batch_size']})")
-    p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help=f"optimizer (default: {DEFAULTS['optimizer']})")
     p.add_argument("--lr", type=float,
                    help=f"learning rate; the peak rate for onecycle (default: {DEFAULTS['lr']:g})")
-    p.add_argument("--schedule", choices=["none", "onecycle", "cosine", "step", "plateau"],
+    p.add_argument("--schedule", choices=SCHEDULES,
                    help=f"learning-rate schedule (default: {DEFAULTS['schedule']})")
     p.add_argument("--label-smoothing", type=float, dest="label_smoothing",
                    help="label smoothing of the cross-entropy loss, in [0, 1] "
@@ -56,29 +46,6 @@ def build_parser():
     b.add_argument("--out", default="bench-out", help="output folder for the table, JSON and PNGs")
     sub.add_parser("info", help="version, backend, ISA, threads, compiler")
     return parser
-
-
-def _optimizer(name, params, lr):
-    from . import optim
-    if name == "sgd":
-        return optim.SGD(params, lr=lr)
-    if name == "momentum":
-        return optim.SGD(params, lr=lr, momentum=0.9)
-    return {"adagrad": optim.Adagrad, "rmsprop": optim.RMSprop, "adam": optim.Adam, "adamw": optim.AdamW}[name](
-        params, lr=lr)
-
-
-def _scheduler(name, optimizer, lr, epochs, steps_per_epoch):
-    from .optim import lr_scheduler
-    if name == "onecycle":
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
-    if name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    if name == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
-    if name == "plateau":
-        return lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
-    return None
 
 
 def _resolve_args(args):
@@ -151,9 +118,9 @@ def cmd_train(args):
     else:
         model = nn.MLP([x_train.shape[1], *hidden, 10], settings["activation"], settings["dropout"],
                        seed=settings["seed"])
-    optimizer = _optimizer(settings["optimizer"], model.parameters(), settings["lr"])
+    optimizer = make_optimizer(settings["optimizer"], model.parameters(), settings["lr"])
     steps_per_epoch = -(-x_train.shape[0] // settings["batch_size"])
-    scheduler = _scheduler(settings["schedule"], optimizer, settings["lr"], settings["epochs"], steps_per_epoch)
+    scheduler = make_scheduler(settings["schedule"], optimizer, settings["lr"], settings["epochs"], steps_per_epoch)
     loss = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
     trainer = Trainer(model, loss, optimizer, scheduler, batch_size=settings["batch_size"],
                       epochs=settings["epochs"], seed=settings["seed"])
