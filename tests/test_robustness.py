@@ -55,7 +55,7 @@ ARRAY_ROLES = (IN, OUT, IO, LAB)
 DIMS = {"N": 5, "C": 7, "K": 3}
 
 # Functions that are information only (no arguments).
-INFO_FUNCTIONS = ("version", "compiler", "isa", "cpu_isa", "has_openmp", "num_threads")
+INFO_FUNCTIONS = ("version", "compiler", "isa", "cpu_isa", "pool_workers", "num_threads")
 
 
 class Builder:

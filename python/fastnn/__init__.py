@@ -8,7 +8,7 @@ import importlib
 import os
 import warnings
 
-from . import backends
+from . import _threadpool, backends
 
 __version__ = "0.1.0"
 
@@ -58,7 +58,7 @@ def _core_or_none():
 
 
 def set_num_threads(n):
-    """Threads used by the C++ kernels (OpenMP) and the Numba kernels."""
+    """Threads used by the C++ kernels (fastnn's pool, all callers together) and the Numba kernels."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if not 1 <= n <= 1024:
@@ -86,7 +86,6 @@ def info():
         "isa": core.isa() if core is not None else None,
         "cpu_isa": core.cpu_isa() if core is not None else None,
         "threads": threads,
-        "openmp": core.has_openmp() if core is not None else False,
         "compiler": core.compiler() if core is not None else None,
     }
 
@@ -106,3 +105,4 @@ def _apply_environment():
 
 
 _apply_environment()
+_threadpool.install()

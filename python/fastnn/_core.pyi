@@ -19,8 +19,10 @@ def isa() -> str:
     """The instruction set in use: 'avx512', 'avx2' or 'generic' (FASTNN_ISA caps it)."""
 def cpu_isa() -> str:
     """The best instruction set this CPU supports."""
-def has_openmp() -> bool: ...
-def num_threads() -> int: ...
+def num_threads() -> int:
+    """Threads parallel kernels may use together, the calling thread included."""
+def pool_workers() -> int:
+    """Worker threads alive in fastnn's pool (0 before the first parallel call, and in a fresh fork child)."""
 def set_num_threads(n: int) -> None:
     """Threads for every parallel kernel, 1 <= n <= 1024."""
 

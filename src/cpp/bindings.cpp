@@ -12,6 +12,7 @@
 
 #include "dispatch.h"
 #include "kernels.h"
+#include "thread_pool.h"
 
 namespace py = pybind11;
 using fastnn::Act;
@@ -535,13 +536,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("compiler", [] { return std::string(FASTNN_COMPILER); });
   m.def("isa", [] { return std::string(fastnn::isa_name(fastnn::active_isa())); });
   m.def("cpu_isa", [] { return std::string(fastnn::isa_name(fastnn::cpu_isa())); });
-  m.def("has_openmp", [] {
-#ifdef FASTNN_HAVE_OPENMP
-    return true;
-#else
-    return false;
-#endif
-  });
+  m.def("pool_workers", &fastnn::pool_workers);
   m.def("num_threads", &fastnn::num_threads);
   m.def("set_num_threads", [](int n) {
     if (n < 1 || n > fastnn::kMaxThreads)

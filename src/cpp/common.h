@@ -24,12 +24,4 @@ inline V activation_grad(V y, V dy, Act act) {
   }
 }
 
-// An upper bound on set_num_threads: far beyond any core count, well below
-// what makes the OpenMP runtime fail to create a team.
-constexpr int kMaxThreads = 1024;
-
-// Number of OpenMP threads kernels may use (set_num_threads); 1 without OpenMP.
-int num_threads();
-void set_num_threads(int n);
-
 }  // namespace fastnn

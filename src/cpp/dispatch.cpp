@@ -1,12 +1,8 @@
 #include "dispatch.h"
 
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
-#ifdef FASTNN_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace fastnn {
 
@@ -62,29 +58,5 @@ Isa active_isa() {
 const IsaKernels& isa_kernels() { return kTables[static_cast<int>(active_isa())]; }
 
 const char* isa_name(Isa isa) { return kTables[static_cast<int>(isa)].name; }
-
-// One process-wide setting, read by every parallel region through its
-// num_threads clause: omp_set_num_threads would only reach the calling thread,
-// and kernels are called from many Python threads.
-namespace {
-int initial_threads() {
-#ifdef FASTNN_HAVE_OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-std::atomic<int> g_num_threads{initial_threads()};
-}  // namespace
-
-int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
-
-void set_num_threads(int n) {
-#ifdef FASTNN_HAVE_OPENMP
-  g_num_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed);
-#else
-  (void)n;
-#endif
-}
 
 }  // namespace fastnn

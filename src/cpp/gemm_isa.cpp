@@ -41,11 +41,8 @@
 #include <cstring>
 
 #include "dispatch.h"
+#include "parallel.h"
 #include "simd.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace fastnn {
 namespace FASTNN_ISA_NS {
@@ -520,7 +517,6 @@ static void gemm_impl(const GemmArgs<T>& g) {
   const index_t Mp = cdiv(g.M, MR), Np = cdiv(g.N, NR);
 
   int nt = 1;
-#ifdef _OPENMP
   {
     const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
     const int want = num_threads();
@@ -533,7 +529,6 @@ static void gemm_impl(const GemmArgs<T>& g) {
     if (nt > Mp * Np) nt = static_cast<int>(Mp * Np);
     if (nt < 1) nt = 1;
   }
-#endif
   if (nt == 1) {
     gemm_block(g, 0, g.M, 0, g.N);
     return;
@@ -562,20 +557,15 @@ static void gemm_impl(const GemmArgs<T>& g) {
     nt = tm * tn;
   }
 
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
-    const int nteam = omp_get_num_threads();
-    // If the runtime gave us fewer threads, the survivors take the rest.
-    for (int id = t; id < tm * tn; id += nteam) {
+  parallel_team(nt, [&](index_t t, index_t nteam) {
+    // If the pool gave us fewer threads, the members take the rest.
+    for (index_t id = t; id < tm * tn; id += nteam) {
       const index_t ti = id / tn, tj = id % tn;
       const index_t m0 = imin(ti * Mp / tm * MR, g.M), m1 = imin((ti + 1) * Mp / tm * MR, g.M);
       const index_t n0 = imin(tj * Np / tn * NR, g.N), n1 = imin((tj + 1) * Np / tn * NR, g.N);
       gemm_block(g, m0, m1, n0, n1);
     }
-  }
-#endif
+  });
 }
 
 }  // namespace

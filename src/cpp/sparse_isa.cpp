@@ -213,16 +213,14 @@ bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
     return true;
   }
   if (!split_depth) {
-#pragma omp parallel num_threads(threads)
-    {
-      const index_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    parallel_team(threads, [&](index_t t, index_t nt) {
       const index_t lo = entries * t / nt, hi = entries * (t + 1) / nt;
       index_t cost = 0;
       for (index_t b = 0; b < blocks && cost < hi; ++b) {
         if (cost >= lo) sparse_block(g, whole_block(g, b));
         cost += a.count[b] + 1;
       }
-    }
+    });
     return true;
   }
   // Thread t writes its parts of the blocks it adds up into C, and its parts
@@ -233,9 +231,7 @@ bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
   if (index_t(scratch.size()) < threads * size) scratch.resize(threads * size);
   T* const parts = scratch.data();
   std::atomic<bool> special{false};
-#pragma omp parallel num_threads(threads)
-  {
-    const index_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+  parallel_team(threads, [&](index_t t, index_t nt) {
     const index_t k0 = depth_share_start(a, t, nt), k1 = depth_share_start(a, t + 1, nt);
     if (g.check_B_finite && !range_finite(g.B, k0 * g.n, k1 * g.n)) special.store(true, std::memory_order_relaxed);
     const index_t own0 = blocks * t / nt, own1 = blocks * (t + 1) / nt;
@@ -248,7 +244,7 @@ bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
       p.whole = false;
       sparse_block(g, p);
     }
-#pragma omp barrier
+    team_barrier();
     const index_t r1 = special.load(std::memory_order_relaxed) ? 0 : std::min(own1 * R, a.lines);
     for (index_t r = own0 * R; r < r1; ++r) {
       T* c = g.C + r * g.n;
@@ -264,7 +260,7 @@ bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
       }
       apply_activation(c, g.n, g.act);
     }
-  }
+  });
   return !special.load();
 }
 

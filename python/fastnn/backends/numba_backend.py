@@ -124,9 +124,28 @@ def _jit(fn=None, **opts):
     return _njit(cache=_CACHE, error_model="numpy", **opts)(fn)
 
 
+# GNU OpenMP (Numba's "omp" threading layer) cannot run parallel regions in a
+# fork child once the parent has used it: Numba then kills the child. So a
+# child of such a parent runs every kernel serially.
+_SERIAL_AFTER_FORK = False
+
+
+def _after_fork_in_child():
+    global _SERIAL_AFTER_FORK
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet: the child may start its own
+        return
+    if layer == "omp":
+        _SERIAL_AFTER_FORK = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _chunks(work, threshold):
     """How many chunks a parallel driver should split `work` into; 0: run serially."""
-    if work < threshold:
+    if work < threshold or _SERIAL_AFTER_FORK:
         return 0
     threads = numba.get_num_threads()
     return 4 * threads if threads > 1 else 0
