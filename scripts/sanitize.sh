@@ -83,7 +83,7 @@ cp "$SO" "$PKG/fastnn/"
 # ---------------------------------------------------------------- tests
 if [ "$#" -eq 0 ]; then
   set --
-  for t in test_functional test_gemm test_sparse test_robustness test_properties test_threads test_gradients test_optim \
+  for t in test_functional test_gemm test_sparse test_robustness test_properties test_threads test_gradients test_optim test_pool \
       test_nn; do
     [ -f "$ROOT/tests/$t.py" ] && set -- "$@" "tests/$t.py"
   done

@@ -94,7 +94,10 @@ void worker_main(Pool* pool, int index) {
       ticket = slot.ticket.load(std::memory_order_acquire);
       if (ticket != seen || pool->stopping.load(std::memory_order_relaxed)) break;
       cpu_relax();
-      if ((spins & 63) == 63 && std::chrono::steady_clock::now() > spin_until) {
+      if ((spins & 63) != 63) continue;
+      // Another process's or library's thread waiting for this core gets it.
+      sched_yield();
+      if (std::chrono::steady_clock::now() > spin_until) {
         std::unique_lock<std::mutex> lock(pool->sleep_mutex);
         pool->sleepers.fetch_add(1);
         while (slot.ticket.load() == seen && !pool->stopping.load()) pool->wake.wait(lock);
