@@ -7,12 +7,13 @@ import gc
 import os
 
 import numpy as np
-import pytest
 
 import fastnn
 import fastnn.functional as F
 
-core = pytest.importorskip("fastnn._core")
+from conftest import need
+
+core = need("fastnn._core")
 
 
 def rss_bytes():

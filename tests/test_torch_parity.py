@@ -6,7 +6,9 @@ import pytest
 
 import fastnn.functional as F
 
-torch = pytest.importorskip("torch")
+from conftest import need
+
+torch = need("torch")
 TF = torch.nn.functional
 
 DTYPES = [np.float32, np.float64]
