@@ -4,7 +4,7 @@ MLP's gradients against PyTorch when it is installed."""
 import numpy as np
 import pytest
 
-from fastnn import nn
+from fastnn import nn, optim
 
 
 def numeric_grad(f, x, eps=1e-6):
@@ -104,6 +104,19 @@ def test_need_input_grad_false_skips_dx(backend, rng):
     model(rng.standard_normal((3, 4)).astype(np.float32))
     assert model.backward(np.ones((3, 2), np.float32), need_input_grad=False) is None
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_zero_grad_clears_every_gradient_so_a_step_changes_nothing(backend, rng):
+    model = nn.MLP([4, 8, 2], seed=0)
+    model(rng.standard_normal((3, 4)).astype(np.float32))
+    model.backward(np.ones((3, 2), np.float32))
+    assert all(p.grad is not None and np.any(p.grad != 0) for p in model.parameters())
+    before = [p.data.copy() for p in model.parameters()]
+    model.zero_grad()
+    assert [p.grad for p in model.parameters()] == [None] * 4
+    optim.SGD(model.parameters(), lr=0.1, momentum=0.9).step()  # parameters without a gradient are skipped
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
 
 
 def test_initialisation_is_seeded_he_or_xavier():
