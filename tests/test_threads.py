@@ -127,7 +127,7 @@ def test_kernels_release_the_gil(cpp):
     calls = _long_calls(np.random.default_rng(0))
     for _, _, _, call in calls:
         call()  # warm up (first touch, packing buffers)
-    filled = np.full(1 << 24, np.nan, np.float32)
+    filled = np.full(1 << 25, np.nan, np.float32)
     memsets = {}
     for name, library in (("releasing", ctypes.CDLL(None)), ("holding", ctypes.PyDLL(None))):
         memsets[name] = library.memset
@@ -135,12 +135,12 @@ def test_kernels_release_the_gil(cpp):
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(1000.0)
     try:
-        for name, attempts in (("holding", 3), ("releasing", 30)):
+        for name, attempts in (("holding", 3), ("releasing", 100)):
             seen = _seen_mid_write(filled, np.float32(np.nan),
                                    lambda: memsets[name](filled.ctypes.data, 0, filled.nbytes), attempts)
             assert seen == (name == "releasing"), f"memset {name} the GIL: seen half written = {seen}"
         held = [name for name, buffer, sentinel, call in calls
-                if not _seen_mid_write(buffer, sentinel, call, attempts=30)]
+                if not _seen_mid_write(buffer, sentinel, call, attempts=100)]
     finally:
         sys.setswitchinterval(switch_interval)
     assert not held, f"no other Python thread ran while these kernels wrote their output: {held}"
