@@ -1,4 +1,9 @@
-"""Shared fixtures: run a test once per backend, a seeded RNG, and torch (optional)."""
+"""Shared fixtures: run a test once per backend, a seeded RNG, and torch
+(optional); and, under CI, a session that refuses to start without every
+optional test dependency."""
+import importlib
+import os
+
 import numpy as np
 import pytest
 
@@ -27,10 +32,51 @@ def rng():
     return np.random.default_rng(20240611)
 
 
+# Modules whose tests skip, naming the module, when it is missing (a local run
+# without the extras) -> how to get it. Under CI every one must import.
+OPTIONAL = {
+    "torch": "the 'torch' extra: pip install 'fastnn[torch]'",
+    "sklearn": "scikit-learn: pip install scikit-learn",
+    "hypothesis": "the 'test' extra: pip install 'fastnn[test]'",
+    "fastnn._core": "the C++ extension, built by pip install .",
+}
+
+
+def skip_reason(module):
+    """The reason given when the tests of `module` skip."""
+    return f"{module} is not installed ({OPTIONAL[module]})"
+
+
+def need(module):
+    """`module`, imported, or skip the test naming it; a module that is installed
+    but fails to import for any other reason than ImportError makes the test error."""
+    return pytest.importorskip(module, reason=skip_reason(module))
+
+
+def running_in_ci():
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_sessionstart(session):
+    """Under CI, fail the run at once when an optional dependency is missing or
+    broken, rather than let its tests skip and the suite shrink unseen."""
+    if not running_in_ci():
+        return
+    problems = []
+    for module, source in OPTIONAL.items():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - a broken install can raise anything; each is reported
+            problems.append(f"{module} ({source}): {type(exc).__name__}: {exc}")
+    if problems:
+        raise pytest.UsageError("CI is set, so every optional test dependency must import, but:\n  "
+                                + "\n  ".join(problems))
+
+
 @pytest.fixture
 def torch():
     """The torch module, or skip the test when torch is not installed."""
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     torch.set_num_threads(1)
     return torch
 

@@ -114,7 +114,16 @@ def test_softmax_family_matches_reference(backend, rng, name, shape, dtype):
     x0 = x.copy()
     got = getattr(F, name)(x)
     expected = getattr(REF, name)(up(x).reshape(-1, shape[-1])).reshape(shape)
-    assert_array(got, expected, dtype, n=shape[-1])
+    assert isinstance(got, np.ndarray) and got.dtype == dtype and got.shape == shape
+    # Relative to each value: exp's rounding of x - max (|x - max| up to ~25
+    # here) and the row sum's (sqrt(n) eps) scale every probability alike; a
+    # log-probability's error is that much of 1 + |log p|.
+    eps, n = float(np.finfo(dtype).eps), shape[-1]
+    rtol = 2 * eps * (np.sqrt(n) + 25)
+    magnitude = np.abs(expected) + (1.0 if name == "log_softmax" else 0.0)
+    err = np.abs(got.astype(np.float64) - expected)
+    limit = rtol * magnitude + float(np.finfo(dtype).tiny)
+    assert np.all(err <= limit), f"max error {(err / limit).max():.3g} x the bound {rtol:.3g} x |value|"
     np.testing.assert_array_equal(x, x0)  # the input is left alone
     if name == "softmax":
         np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=tolerances(dtype, shape[-1])[0])
@@ -457,58 +466,54 @@ def test_out_of_wrong_dtype_or_shape_is_refused(backend, rng, case):
         call(readonly)
 
 
+# Aliasing, per case the one right answer (the same on every backend):
+# out = x itself is computed in place for elementwise and row-wise kernels,
+# which read what they overwrite first; any other overlap is a ValueError.
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "sigmoid", "tanh", "relu", "leaky_relu", "elu"])
-def test_out_aliasing_the_input_is_correct_or_refused(backend, rng, name, dtype):
-    """f(x, out=x): either an in-place result equal to f(x) or a ValueError, never wrong values."""
+def test_out_aliasing_the_input_is_computed_in_place(backend, rng, name, dtype):
+    """f(x, out=x): the in-place result equals f(x), and x is what comes back."""
     x = normal(rng, (33, 10), dtype, scale=2.0)
     expected = getattr(REF, name)(up(x))
-    try:
-        got = getattr(F, name)(x, out=x)
-    except ValueError:
-        return
-    assert_array(got, expected, dtype, n=10)
+    got = getattr(F, name)(x, out=x)
+    assert got is x
     assert_array(x, expected, dtype, n=10)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "sigmoid", "tanh", "relu", "leaky_relu", "elu"])
-def test_out_partly_overlapping_the_input_is_correct_or_refused(backend, rng, name):
-    """out a window of x's buffer one element further on: right values or ValueError."""
+def test_out_partly_overlapping_the_input_is_refused(backend, rng, name):
+    """out a window of x's buffer one element further on: no one-pass kernel
+    could compute that, so it is a ValueError and x is left as it was."""
     buf = normal(rng, 33 * 10 + 1, np.float64, scale=2.0)
+    before = buf.copy()
     x, out = buf[:-1].reshape(33, 10), buf[1:].reshape(33, 10)
-    expected = getattr(REF, name)(x.copy())
-    try:
-        got = getattr(F, name)(x, out=out)
-    except ValueError:
-        return
-    assert_array(got, expected, np.float64, n=10)
+    with pytest.raises(ValueError, match="memory"):
+        getattr(F, name)(x, out=out)
+    np.testing.assert_array_equal(buf, before)
 
 
-def test_softmax_cross_entropy_out_aliasing_logits(backend, rng):
+def test_softmax_cross_entropy_out_aliasing_logits_is_refused(backend, rng):
+    """The gradient may not overwrite logits (as in _core, which refuses it)."""
     x = normal(rng, (33, 10), np.float64)
-    lab = labels(rng, 33, 10)
-    exp_loss, exp_grad = REF.softmax_cross_entropy(x.copy(), lab)
-    try:
-        loss, grad = F.softmax_cross_entropy(x, lab, out=x)
-    except ValueError:
-        return
-    assert_scalar(loss, exp_loss, np.float64)
-    assert_array(grad, exp_grad, np.float64)
+    before = x.copy()
+    with pytest.raises(ValueError, match="memory"):
+        F.softmax_cross_entropy(x, labels(rng, 33, 10), out=x)
+    np.testing.assert_array_equal(x, before)
 
 
 @pytest.mark.parametrize("name", ["matmul", "linear"])
-def test_out_aliasing_an_operand_is_correct_or_refused(backend, rng, name):
+def test_out_aliasing_an_operand_is_refused(backend, rng, name):
+    """A GEMM reads every operand element many times: out = a or out = b is a ValueError."""
     a = normal(rng, (8, 8), np.float64)
     b = normal(rng, (8, 8), np.float64)
     call = F.matmul if name == "matmul" else F.linear
     for which in ("a", "b"):
         a2, b2 = a.copy(), b.copy()
-        out = a2 if which == "a" else b2
-        try:
-            got = call(a2, b2, out=out)
-        except ValueError:
-            continue
-        np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
+        with pytest.raises(ValueError, match="memory"):
+            call(a2, b2, out=a2 if which == "a" else b2)
+        np.testing.assert_array_equal(a2, a)
+        np.testing.assert_array_equal(b2, b)
 
 
 # ------------------------------------------------------- strided input views
@@ -962,215 +967,3 @@ def test_empty_batches_for_sum_and_none(backend):
     assert dx.shape == (0, 3)
     np.testing.assert_array_equal(dW, np.zeros((3, 2)))
     np.testing.assert_array_equal(db, np.zeros(2))
-
-
-# ------------------------------------------------------------ _core directly
-
-core = pytest.importorskip("fastnn._core")
-
-
-def _core_cases():
-    """name -> (function, good arguments, name of the labels argument or None,
-    name of the output argument or None, list of wrong-shape overrides)."""
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((6, 4))
-    p = rng.uniform(0.1, 0.9, (6, 4))
-    lab = np.array([0, 1, 2, 3, 0, 1], dtype=np.int64)
-    W = rng.standard_normal((4, 3))
-    b = rng.standard_normal(3)
-    dy3 = rng.standard_normal((6, 3))
-    short = {"x": x[:-1].copy(), "p": p[:-1].copy()}
-    bad_t = [{"t": p[:-1].copy()}, {"t": p.reshape(4, 6)}]
-    cases = {
-        "softmax": (core.softmax, {"x": x}, None, "out", [{"x": x[0].copy()}, {"x": x.reshape(2, 3, 4)}]),
-        "log_softmax": (core.log_softmax, {"x": x}, None, "out", [{"x": x[0].copy()}, {"x": x.reshape(2, 3, 4)}]),
-    }
-    for name in ("sigmoid", "tanh", "relu", "leaky_relu", "elu"):
-        cases[name] = (getattr(core, name), {"x": x}, None, "out", [])
-    for name in ("sigmoid_backward", "tanh_backward", "relu_backward"):
-        cases[name] = (getattr(core, name), {"y": p, "dy": x}, None, "out", [{"dy": short["x"]}, {"y": short["p"]}])
-    for name in ("leaky_relu_backward", "elu_backward"):
-        cases[name] = (getattr(core, name), {"x": x, "dy": p}, None, "out", [{"dy": short["p"]}])
-    cases["squared_error"] = (core.squared_error, {"y": x, "t": p}, None, "per_element", bad_t)
-    cases["squared_error_backward"] = (core.squared_error_backward, {"y": x, "t": p}, None, "out", bad_t)
-    cases["binary_cross_entropy"] = (core.binary_cross_entropy, {"p": p, "t": p}, None, "per_element", bad_t)
-    cases["binary_cross_entropy_backward"] = (core.binary_cross_entropy_backward, {"p": p, "t": p}, None, "out",
-                                              bad_t)
-    cases["binary_cross_entropy_with_logits"] = (core.binary_cross_entropy_with_logits, {"z": x, "t": p}, None,
-                                                 "per_element", bad_t)
-    cases["binary_cross_entropy_with_logits_backward"] = (core.binary_cross_entropy_with_logits_backward,
-                                                          {"z": x, "t": p}, None, "out", bad_t)
-    bad_cee = [{"t": lab[:-1].copy()}, {"t": p[:, :3].copy()}, {"y": p[0].copy(), "t": lab[:1].copy()}]
-    cases["cross_entropy_error"] = (core.cross_entropy_error, {"y": p, "t": lab}, "t", None, bad_cee)
-    cases["cross_entropy_error_backward"] = (core.cross_entropy_error_backward, {"y": p, "t": lab}, "t", "out",
-                                             bad_cee)
-    bad_ce = [{"target": lab[:-1].copy()}, {"target": p[:, :3].copy()}, {"logits": x[0].copy(), "target": lab[:1]}]
-    cases["cross_entropy-row_loss"] = (core.cross_entropy, {"logits": x, "target": lab}, "target", "row_loss", bad_ce)
-    cases["cross_entropy-dlogits"] = (core.cross_entropy, {"logits": x, "target": lab}, "target", "dlogits", bad_ce)
-    cases["matmul"] = (core.matmul, {"a": x, "b": W}, None, "out", [{"b": W[:-1].copy()}, {"a": x.reshape(-1)}])
-    cases["linear"] = (core.linear, {"x": x, "W": W, "b": b}, None, "out",
-                       [{"W": W[:-1].copy()}, {"b": np.ones(4)}, {"x": x.reshape(-1)}])
-    bad_lb = [{"dy": dy3[:, :2].copy()}, {"W": W[:-1].copy()}, {"y": np.ones((6, 2)), "activation": "relu"}]
-    for out_name in ("dW_out", "db_out", "dx_out"):
-        cases["linear_backward-" + out_name] = (core.linear_backward, {"x": x, "W": W, "dy": dy3}, None, out_name,
-                                                bad_lb)
-    cases["gather_rows"] = (core.gather_rows, {"x": x, "index": lab}, "index", "out",
-                            [{"index": lab.reshape(2, 3)}, {"x": np.array(1.0)}])
-    return cases
-
-
-CORE = _core_cases()
-CORE_NAMES = list(CORE)
-WITH_LABELS = [n for n in CORE_NAMES if CORE[n][2]]
-WITH_OUT = [n for n in CORE_NAMES if CORE[n][3]]
-
-
-def _core_call(name, **overrides):
-    fn, args = CORE[name][:2]
-    return fn(**dict(args, **overrides))
-
-
-def _float_args(name):
-    _, args, labels_arg, _, _ = CORE[name]
-    return [a for a, v in args.items() if a != labels_arg and v.dtype.kind == "f"]
-
-
-def _out_shape(name):
-    fn, args, _, out_name, _ = CORE[name]
-    if name.startswith("cross_entropy-"):
-        n, c = args["logits"].shape
-        return (n,) if out_name == "row_loss" else (n, c)
-    if name.startswith("linear_backward-"):
-        return fn(**args)[{"dx_out": 0, "dW_out": 1, "db_out": 2}[out_name]].shape
-    if out_name == "per_element":
-        return next(iter(args.values())).shape
-    return fn(**args).shape
-
-
-@pytest.mark.parametrize("name", CORE_NAMES)
-def test_core_accepts_the_good_call(name):
-    """The baseline every refusal below is measured against: float64 and float32 both work."""
-    _core_call(name)
-    _core_call(name, **{a: CORE[name][1][a].astype(np.float32) for a in _float_args(name)})
-    if CORE[name][3]:
-        out = np.empty(_out_shape(name))
-        result = _core_call(name, **{CORE[name][3]: out})
-        if isinstance(result, np.ndarray):
-            assert result is out
-
-
-@pytest.mark.parametrize("bad_dtype", [np.float16, np.int32, np.int64, np.complex128])
-@pytest.mark.parametrize("name", [n for n in CORE_NAMES if n != "gather_rows"])
-def test_core_refuses_non_float_arrays_with_type_error(name, bad_dtype):
-    args = CORE[name][1]
-    for arg in _float_args(name):
-        with pytest.raises(TypeError):
-            _core_call(name, **{arg: args[arg].astype(bad_dtype)})
-
-
-@pytest.mark.parametrize("name", [n for n in CORE_NAMES if len(_float_args(n)) > 1])
-def test_core_refuses_mixed_float_dtypes_with_type_error(name):
-    second = _float_args(name)[1]
-    with pytest.raises(TypeError):
-        _core_call(name, **{second: CORE[name][1][second].astype(np.float32)})
-
-
-@pytest.mark.parametrize("name", WITH_OUT)
-def test_core_refuses_out_of_another_dtype(name):
-    with pytest.raises(TypeError):
-        _core_call(name, **{CORE[name][3]: np.empty(_out_shape(name), dtype=np.float32)})
-
-
-@pytest.mark.parametrize("name", CORE_NAMES)
-def test_core_refuses_strided_views_with_value_error(name):
-    args = CORE[name][1]
-    for arg, value in args.items():
-        view = np.repeat(value, 2, axis=-1)[..., ::2]
-        assert not view.flags.c_contiguous
-        np.testing.assert_array_equal(view, value)
-        with pytest.raises(ValueError, match="C-contiguous"):
-            _core_call(name, **{arg: view})
-    if CORE[name][3]:
-        shape = _out_shape(name)
-        out = np.empty(shape[:-1] + (2 * shape[-1],))[..., ::2]
-        with pytest.raises(ValueError, match="C-contiguous"):
-            _core_call(name, **{CORE[name][3]: out})
-
-
-@pytest.mark.parametrize("name", CORE_NAMES)
-def test_core_refuses_wrong_shapes_with_value_error(name):
-    _, _, _, out_name, bad_shapes = CORE[name]
-    cases = list(bad_shapes)
-    if out_name:
-        shape = _out_shape(name)
-        cases.append({out_name: np.empty((shape[0] + 1,) + shape[1:])})
-    assert cases
-    for overrides in cases:
-        with pytest.raises(ValueError):
-            _core_call(name, **overrides)
-
-
-@pytest.mark.parametrize("name", WITH_LABELS)
-def test_core_refuses_out_of_range_labels_with_index_error(name):
-    _, args, labels_arg, _, _ = CORE[name]
-    limit = args["x"].shape[0] if name == "gather_rows" else 4
-    for bad in (limit, -1, 10 ** 12):
-        lab = args[labels_arg].copy()
-        lab[3] = bad
-        with pytest.raises(IndexError):
-            _core_call(name, **{labels_arg: lab})
-    with pytest.raises(TypeError):  # labels must be int64: int32 and float are refused
-        _core_call(name, **{labels_arg: args[labels_arg].astype(np.int32)})
-
-
-@pytest.mark.parametrize("name", WITH_OUT)
-def test_core_refuses_read_only_out_with_value_error(name):
-    out = np.empty(_out_shape(name))
-    out.flags.writeable = False
-    with pytest.raises(ValueError):
-        _core_call(name, **{CORE[name][3]: out})
-
-
-@pytest.mark.parametrize("name", WITH_OUT)
-def test_core_refuses_out_overlapping_an_input_with_value_error(name):
-    """An out that partly overlaps an input (a window of the same buffer, one
-    element further on) cannot be computed correctly in one pass: refused."""
-    _, args, _, out_name, _ = CORE[name]
-    shape = _out_shape(name)
-    size = int(np.prod(shape))
-    accepted = []
-    for arg in _float_args(name):
-        value = args[arg]
-        buf = np.empty(max(value.size, size) + 1)
-        buf[:value.size] = value.ravel()
-        inp = buf[:value.size].reshape(value.shape)
-        out = buf[1:1 + size].reshape(shape)
-        try:
-            _core_call(name, **{arg: inp, out_name: out})
-        except ValueError as exc:
-            assert "memory" in str(exc), exc
-        else:
-            accepted.append(arg)
-    assert not accepted, f"{name}: an {out_name} partly overlapping {accepted} was accepted"
-
-
-@pytest.mark.parametrize("name", WITH_OUT)
-def test_core_out_that_is_an_input_is_correct_or_refused(name):
-    """out = an input (the very same array): an in-place result equal to the
-    out-of-place one, or ValueError; never silently wrong values."""
-    _, args, _, out_name, _ = CORE[name]
-    shape = _out_shape(name)
-    expected_out = np.empty(shape)
-    expected_ret = _core_call(name, **{out_name: expected_out})
-    for arg in _float_args(name):
-        if args[arg].shape != shape:
-            continue
-        alias = args[arg].copy()
-        try:
-            ret = _core_call(name, **{arg: alias, out_name: alias})
-        except ValueError:
-            continue
-        np.testing.assert_allclose(alias, expected_out, rtol=1e-12, atol=1e-15,
-                                   err_msg=f"{name}({arg}=a, {out_name}=a) wrote wrong values")
-        if np.ndim(expected_ret) == 0:
-            assert ret == pytest.approx(expected_ret, rel=1e-12), f"{name}({arg}=a, {out_name}=a) returned {ret}"

@@ -15,7 +15,9 @@ import threading
 import numpy as np
 import pytest
 
-core = pytest.importorskip("fastnn._core")
+from conftest import need
+
+core = need("fastnn._core")
 
 ISAS = ["generic", "avx2", "avx512"]
 SIZES = [1, 7, 16, 33, 257, 1000]

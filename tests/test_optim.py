@@ -13,6 +13,8 @@ import pytest
 import fastnn
 from fastnn import backends, optim
 
+from conftest import need
+
 N_STEPS = 20
 SHAPES = [(4, 3), (7,), (2, 3, 2)]
 # Steps (0-based) on which parameter 1 has no gradient: it must be skipped, and
@@ -489,10 +491,7 @@ def test_argument_validation(cls, kwargs, error, message):
     with pytest.raises(error) as info:
         cls([Param(np.zeros(2))], **kwargs)
     assert str(info.value) == message
-    try:
-        import torch
-    except ImportError:
-        return
+    torch = need("torch")  # after fastnn's own check, which runs without torch too
     with pytest.raises(error) as tinfo:    # the message is torch's own
         getattr(torch.optim, cls.__name__)([torch.zeros(2, requires_grad=True)], **kwargs)
     assert str(tinfo.value) == message

@@ -14,6 +14,8 @@ Thread-count tolerance (test_thread_count_does_not_change_results):
   thread count: they agree to 1e-12 relative (float32 data) and 1e-13
   (float64 data).
 """
+import ctypes
+import sys
 import threading
 import time
 
@@ -40,8 +42,10 @@ def cpp():
 # ------------------------------------------------------------ GIL release
 
 def _long_calls(rng):
-    """(name, callable) pairs, each one _core call long enough (~20-200 ms here)
-    for another Python thread to make visible progress if the GIL is free."""
+    """(name, buffer, sentinel, call) for _core calls long enough (milliseconds)
+    for another thread to look at `buffer` while `call` writes it: each call's
+    output (or, for the optimizer, its in-place state) is `buffer`, which holds
+    `sentinel` everywhere before the call and nowhere after it."""
     a = rng.standard_normal((1024, 1024)).astype(np.float32)
     x = rng.standard_normal((4096, 1024)).astype(np.float32)
     W = rng.standard_normal((1024, 512)).astype(np.float32)
@@ -50,69 +54,96 @@ def _long_calls(rng):
     logits = rng.standard_normal((1 << 14, 1000)).astype(np.float32)
     labels = rng.integers(0, 1000, 1 << 14)
     big = rng.standard_normal(1 << 22).astype(np.float32)
-    p, g, m, v = (rng.standard_normal(1 << 23).astype(np.float32) for _ in range(4))
-    v = np.abs(v)
+    rows = rng.integers(0, 4096, 1 << 14)
+    p, g = (rng.standard_normal(1 << 23).astype(np.float32) for _ in range(2))
+    v = np.abs(rng.standard_normal(1 << 23)).astype(np.float32)
+    nan = np.float32(np.nan)
+
+    def out(shape):
+        return np.full(shape, nan, np.float32)
+
+    product, act, dx = out(a.shape), out((4096, 512)), out(x.shape)
+    probs, dlogits, th, squares = out(logits.shape), out(logits.shape), out(g.shape), out(big.shape)
+    m, gathered = np.zeros_like(p), out((1 << 14, 1024))
     return [
-        ("matmul", lambda: core.matmul(a, a)),
-        ("linear", lambda: core.linear(x, W, None, "relu")),
-        ("linear_backward", lambda: core.linear_backward(x, W, dy, y, "relu")),
-        ("softmax", lambda: core.softmax(logits)),
-        ("cross_entropy", lambda: core.cross_entropy(logits, labels, 0.1, None, np.empty_like(logits))),
-        ("tanh", lambda: core.tanh(big)),
-        ("squared_error", lambda: core.squared_error(big, big[::-1].copy())),
-        ("adam_step", lambda: core.adam_step(p, g, m, v, 10.0)),
-        ("gather_rows", lambda: core.gather_rows(x, rng.integers(0, 4096, 1 << 14))),
+        ("matmul", product, nan, lambda: core.matmul(a, a, out=product)),
+        ("linear", act, nan, lambda: core.linear(x, W, None, "relu", out=act)),
+        ("linear_backward", dx, nan, lambda: core.linear_backward(x, W, dy, y, "relu", dx_out=dx)),
+        ("softmax", probs, nan, lambda: core.softmax(logits, out=probs)),
+        ("cross_entropy", dlogits, nan, lambda: core.cross_entropy(logits, labels, 0.1, None, dlogits)),
+        ("tanh", th, nan, lambda: core.tanh(g, out=th)),
+        ("squared_error", squares, nan, lambda: core.squared_error(big, big[::-1].copy(), squares)),
+        # exp_avg starts at 0 and becomes 0.1 * grad, nonzero for every element
+        ("adam_step", m, np.float32(0), lambda: core.adam_step(p, g, m, v, 10.0)),
+        ("gather_rows", gathered, nan, lambda: core.gather_rows(x, rows, out=gathered)),
     ]
+
+
+def _seen_mid_write(buffer, sentinel, call, attempts):
+    """Whether a second Python thread, holding the GIL, ever sees `buffer`
+    partly written (some probes still `sentinel`, some not) while `call` runs,
+    in up to `attempts` calls. With an enormous switch interval a thread gives
+    up the GIL only when it blocks or when C++ releases it, so the watcher's
+    probe loop and the caller's Python code each run without interruption: a
+    half-written buffer can only be seen if `call` wrote it while not holding
+    the GIL. Before the call every probe is the sentinel, after it none is."""
+    flat = buffer.reshape(-1)
+    probes = np.linspace(0, flat.size - 1, 64).astype(int).tolist()
+    unwritten = (lambda v: v != v) if sentinel != sentinel else (lambda v: v == sentinel)
+    seen = []
+    for _ in range(attempts):
+        flat[:] = sentinel
+        go, done = threading.Event(), threading.Event()
+
+        def watch():
+            go.wait()
+            while not done.is_set():
+                state = [unwritten(flat.item(i)) for i in probes]  # no GIL release in here
+                if any(state) and not all(state):
+                    seen.append(True)
+                    return
+                time.sleep(1e-4)  # blocks, so the caller can take the GIL back when its call returns
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        go.set()
+        call()
+        done.set()
+        watcher.join(timeout=60)  # a hang guard only
+        assert not watcher.is_alive(), "the watching thread hangs"
+        assert not any(unwritten(flat.item(i)) for i in probes), "the call left part of its output unwritten"
+        if seen:
+            return True
+    return False
 
 
 def test_kernels_release_the_gil(cpp):
     """While one thread is inside a long _core call, another Python thread
-    keeps running: it stamps the time every few hundred loop iterations, and
-    the largest gap between its stamps during the call must stay well below
-    the call's duration. With the GIL held it could not run at all during the
-    call, leaving a gap as long as the call (checked on a GIL-holding call)."""
-    core.set_num_threads(1)  # leave the second core to the stamping thread
-    stamps = []
-    stop = threading.Event()
-
-    def stamp():
-        i = 0
-        while not stop.is_set():
-            i += 1
-            if i % 256 == 0:
-                stamps.append(time.perf_counter())
-
-    def largest_gap(call):
-        """(largest gap between stamps while `call` ran, duration of the call)."""
-        del stamps[:]
-        time.sleep(0.02)
-        t0 = time.perf_counter()
-        call()
-        t1 = time.perf_counter()
-        inside = [t0] + [t for t in list(stamps) if t0 < t < t1] + [t1]
-        return max(b - a for a, b in zip(inside, inside[1:])), t1 - t0
-
+    runs and sees the call's output half written (see _seen_mid_write): proof,
+    without any clock, that the call computes without the GIL. The method
+    itself, on libc's memset: called through ctypes.CDLL (which releases the
+    GIL) it is seen half done, through ctypes.PyDLL (which holds it) never."""
+    core.set_num_threads(1)  # leave the second core to the watching thread
     calls = _long_calls(np.random.default_rng(0))
-    for _, call in calls:
+    for _, _, _, call in calls:
         call()  # warm up (first touch, packing buffers)
-    t = threading.Thread(target=stamp)
-    t.start()
-    held = []
+    filled = np.full(1 << 25, np.nan, np.float32)
+    memsets = {}
+    for name, library in (("releasing", ctypes.CDLL(None)), ("holding", ctypes.PyDLL(None))):
+        memsets[name] = library.memset
+        memsets[name].argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
     try:
-        # The method itself: a call that holds the GIL for ~0.1 s shows a gap that long.
-        gap, duration = largest_gap(lambda: sum(range(3_000_000)))
-        assert duration > 0.02 and gap > 0.5 * duration, (gap, duration)
-        for name, call in calls:
-            for _ in range(3):  # a busy machine may deschedule the stamping thread once; not thrice
-                gap, duration = largest_gap(call)
-                if gap < 0.5 * duration:
-                    break
-            else:
-                held.append(f"{name}: no progress for {1e3 * gap:.0f} ms of a {1e3 * duration:.0f} ms call")
+        for name, attempts in (("holding", 3), ("releasing", 100)):
+            seen = _seen_mid_write(filled, np.float32(np.nan),
+                                   lambda: memsets[name](filled.ctypes.data, 0, filled.nbytes), attempts)
+            assert seen == (name == "releasing"), f"memset {name} the GIL: seen half written = {seen}"
+        held = [name for name, buffer, sentinel, call in calls
+                if not _seen_mid_write(buffer, sentinel, call, attempts=100)]
     finally:
-        stop.set()
-        t.join()
-    assert not held, "these kernels seem to hold the GIL:\n" + "\n".join(held)
+        sys.setswitchinterval(switch_interval)
+    assert not held, f"no other Python thread ran while these kernels wrote their output: {held}"
 
 
 # ------------------------------------------------ concurrent callers

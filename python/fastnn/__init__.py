@@ -66,9 +66,9 @@ def set_num_threads(n):
     core = _core_or_none()
     if core is not None:
         core.set_num_threads(n)
+    backends.requested_threads = n
     if "numba" in backends._loaded:
-        import numba
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        backends.set_numba_threads(n)
 
 
 def info():
@@ -100,7 +100,7 @@ def _apply_environment():
         try:
             set_num_threads(int(threads))
         except ValueError:
-            warnings.warn(f"fastnn: FASTNN_NUM_THREADS={threads!r} is not a positive integer; ignored",
+            warnings.warn(f"fastnn: FASTNN_NUM_THREADS={threads!r} is not an integer in [1, 1024]; ignored",
                           RuntimeWarning, stacklevel=3)
 
 

@@ -128,6 +128,10 @@ def cmd_train(args):
         optimizer.load_state_dict(checkpoint.optimizer_state)
         trainer.load_state_dict(checkpoint.meta["trainer"])
         print(f"resuming from {args.resume} at epoch {trainer.epoch}", flush=True)
+        if trainer.epoch >= trainer.epochs:
+            print(f"fastnn train: {args.resume} has done all {trainer.epochs} epochs already; "
+                  f"pass --epochs N with N > {trainer.epochs} to train more", file=sys.stderr)
+            return 2
 
     model_path = os.path.join(args.out, "model.npz")
     try:

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -141,8 +142,15 @@ class Trainer:
 
     # ------------------------------------------------------------ training
     def fit(self, x, y, validation_data=None):
-        """Train until self.epochs epochs are done; returns the history dict
-        (lists per epoch: loss, accuracy, val_loss, val_accuracy, seconds)."""
+        """Train until self.epochs epochs are done in all, counting those of
+        earlier fit calls and of a loaded state_dict; returns the history dict
+        (lists per epoch: loss, accuracy, val_loss, val_accuracy, seconds).
+
+        So a second fit on the same Trainer continues where the first ended,
+        which is what resuming from a checkpoint needs, and trains nothing
+        (with a warning) once all epochs are done: raise `epochs` to train
+        more epochs, or make a new Trainer to train again from the start.
+        """
         x = F.as_float_array(x, "x", self._dtype())
         if x.ndim != 2:
             raise ValueError(f"x must be 2-D (samples, features), got shape {x.shape}")
@@ -153,6 +161,11 @@ class Trainer:
             x_val, y_val = validation_data
             x_val = F.as_float_array(x_val, "x_val", x.dtype)
             y_val = _labels_or_targets(y_val, x_val.shape[0])
+        if self.epoch >= self.epochs:
+            warnings.warn(f"Trainer.fit: all {self.epochs} epochs are already done, so this call trains nothing; "
+                          f"raise trainer.epochs (e.g. trainer.epochs += 5) to train more, or make a new Trainer "
+                          f"to train again from the start", UserWarning, stacklevel=2)
+            return self.history
         self.model.train()
         with self._interrupts_at_step_boundaries():
             self._fit_epochs(x, y, validation_data and (x_val, y_val))

@@ -12,6 +12,8 @@ NAMES = ("cpp", "numba", "numpy")
 _MODULES = {"cpp": "cpp_backend", "numba": "numba_backend", "numpy": "numpy_backend"}
 _loaded = {}
 _active = None
+# The count of fastnn.set_num_threads, for a numba backend that loads after it was set.
+requested_threads = None
 
 
 def load(name):
@@ -20,7 +22,14 @@ def load(name):
         raise ValueError(f"backend must be one of {', '.join(NAMES)}, got {name!r}")
     if name not in _loaded:
         _loaded[name] = importlib.import_module(f".{_MODULES[name]}", __name__)
+        if name == "numba" and requested_threads is not None:
+            set_numba_threads(requested_threads)
     return _loaded[name]
+
+
+def set_numba_threads(n):
+    import numba
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def _first_loadable(preferred):

@@ -1000,9 +1000,8 @@ def _check_softmax_cross_entropy(logits, target, reduction, label_smoothing, out
         _check_plain_array(out, "out", (logits.dtype,))
         if out.shape != logits.shape or not out.flags.writeable:
             raise ValueError(f"out must be a writeable array of shape {logits.shape}")
-        # out may be logits itself: every row is read before its gradient is written.
-        if out is not logits and np.may_share_memory(out, logits) or np.may_share_memory(out, target):
-            raise ValueError("out must be logits itself or not share memory with logits or target")
+        if np.may_share_memory(out, logits) or np.may_share_memory(out, target):
+            raise ValueError("out must not share memory with logits or target")
 
 
 def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, out=None):
