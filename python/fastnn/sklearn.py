@@ -134,10 +134,13 @@ class _EpochTrainer(Trainer):
         self.sample_weight = None
         self.random_state = None
         self.shuffle = True
+        self.epsilon = None
         self._sample_idx = None
 
-    def configure(self, n_samples, batch_size, alpha, sample_weight, random_state, shuffle_each_epoch):
+    def configure(self, n_samples, batch_size, alpha, sample_weight, random_state, shuffle_each_epoch, epsilon):
+        """This call's data and settings; epsilon is Adam's (None for SGD)."""
         self.batch_size, self.alpha, self.sample_weight = int(batch_size), float(alpha), sample_weight
+        self.epsilon = None if epsilon is None else float(epsilon)
         self.random_state, self.shuffle = random_state, shuffle_each_epoch
         self._sample_idx = np.arange(n_samples)
 
@@ -158,8 +161,19 @@ class _EpochTrainer(Trainer):
             self.optimizer.param_groups[0]["weight_decay"] = decay
             batch_loss += 0.5 * decay * sum(float(np.dot(W.data.ravel(), W.data.ravel())) for W in self.weights)
         self.model.backward(self.loss.backward(), need_input_grad=False)
+        if self.epsilon is not None:
+            self._place_adam_epsilon()
         self.optimizer.step()
         return pred, batch_loss
+
+    def _place_adam_epsilon(self):
+        """scikit-learn's Adam adds epsilon to sqrt(v), fastnn's (torch's) to
+        sqrt(v / (1 - beta_2^t)): dividing epsilon by sqrt(1 - beta_2^t) makes
+        fastnn's step scikit-learn's."""
+        state = self.optimizer.state.get(self.weights[0])
+        t = (state["step"] if state and "step" in state else 0) + 1
+        for group in self.optimizer.param_groups:
+            group["eps"] = self.epsilon / np.sqrt(1.0 - group["betas"][1] ** t)
 
 
 @contextlib.contextmanager
@@ -355,7 +369,8 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         targets = self._train_targets(Y)
         trainer = self._trainer
-        trainer.configure(n_samples, batch_size, self.alpha, sample_weight, random_state, self.shuffle)
+        trainer.configure(n_samples, batch_size, self.alpha, sample_weight, random_state, self.shuffle,
+                          self.epsilon if self.solver == "adam" else None)
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
@@ -384,8 +399,15 @@ class _BaseMLP(BaseEstimator):
             trainer.model.load_state_dict(self._best_state)
 
     def _set_lr(self, lr):
+        """A new learning rate for the next steps. scikit-learn's SGD velocity holds
+        past steps already scaled by their rate, torch's momentum buffer holds
+        gradients: scaling the buffers by old / new rate keeps scikit-learn's velocity."""
         for group in self._optimizer.param_groups:
-            group["lr"] = float(lr)
+            old, group["lr"] = group["lr"], float(lr)
+            for p in group["params"]:
+                buffer = self._optimizer.state.get(p, {}).get("momentum_buffer")
+                if buffer is not None:
+                    buffer *= buffer.dtype.type(old / lr)
 
     def _stop_or_slow_down(self, early_stopping):
         """True to stop; with SGD's 'adaptive' schedule, divide the rate by 5 instead while it is > 1e-6."""
