@@ -14,7 +14,8 @@ sklearn = pytest.importorskip("sklearn")
 
 from sklearn import neural_network  # noqa: E402
 from sklearn.base import clone  # noqa: E402
-from sklearn.datasets import load_digits, make_blobs, make_classification, make_multilabel_classification, make_regression  # noqa: E402
+from sklearn.datasets import (load_digits, make_blobs, make_classification,  # noqa: E402
+                              make_multilabel_classification, make_regression)
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402

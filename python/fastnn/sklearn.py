@@ -29,7 +29,6 @@ scikit-learn is the optional `sklearn` extra: pip install 'fastnn[sklearn]'.
 """
 import contextlib
 import warnings
-from itertools import pairwise
 from numbers import Integral, Real
 
 import numpy as np
@@ -260,7 +259,7 @@ class _BaseMLP(BaseEstimator):
         layers, linears = [], []
         # Glorot uniform, drawn as scikit-learn draws it: layer by layer, weights then biases.
         factor = 2.0 if self.activation == "logistic" else 6.0
-        for n_in, n_out in pairwise(layer_units):
+        for n_in, n_out in zip(layer_units[:-1], layer_units[1:]):
             linear = nn.Linear(n_in, n_out, seed=0, dtype=dtype)
             bound = np.sqrt(factor / (n_in + n_out))
             linear.weight.data[...] = random_state.uniform(-bound, bound, (n_in, n_out))
@@ -617,7 +616,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), keeping the optimizer's state. The first call
-        needs `classes` (all the labels y can ever hold), unless y is multilabel."""
+        needs `classes`, every label y can ever hold (as in scikit-learn)."""
         if classes is not None and hasattr(self, "classes_"):
             if not np.array_equal(self.classes_, unique_labels(classes)):
                 raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
