@@ -1,4 +1,4 @@
-"""Trainer, MLPClassifier, checkpoints and the `fastnn train` CLI."""
+"""Trainer, checkpoints and the `fastnn train` CLI."""
 import json
 import os
 import subprocess
@@ -361,31 +361,6 @@ def test_a_failed_checkpoint_write_leaves_the_old_file_and_no_temporary(tmp_path
     assert os.listdir(tmp_path) == ["model.npz"]
     assert path.read_bytes() == before
     assert fastnn.load(path).meta == {"epoch": 1}
-
-
-def test_mlp_classifier_sklearn_style():
-    x, y = blobs(n=400)
-    names = np.array(["a", "b", "c"])[y]
-    clf = fastnn.MLPClassifier(hidden_layer_sizes=(32,), max_iter=60, random_state=0)
-    assert clf.fit(x, names) is clf
-    assert clf.score(x, names) > 0.95
-    proba = clf.predict_proba(x[:5])
-    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
-    assert set(clf.predict(x[:20])) <= {"a", "b", "c"}
-    assert len(clf.loss_curve_) == clf.n_iter_ and clf.loss_curve_[-1] < clf.loss_curve_[0]
-
-    partial = fastnn.MLPClassifier(hidden_layer_sizes=(32,), random_state=0)
-    partial.partial_fit(x, names, classes=["a", "b", "c"])
-    partial.partial_fit(x, names)
-    assert len(partial.loss_curve_) == 2
-    with pytest.raises(ValueError):
-        fastnn.MLPClassifier().partial_fit(x, names)
-
-    early = fastnn.MLPClassifier(hidden_layer_sizes=(32,), max_iter=200, early_stopping=True,
-                                 n_iter_no_change=3, random_state=0).fit(x, y)
-    assert early.n_iter_ < 200 and len(early.validation_scores_) == early.n_iter_
-    with pytest.raises(RuntimeError, match="not fitted"):
-        fastnn.MLPClassifier().predict(x)
 
 
 def run_cli(*args, env=None):

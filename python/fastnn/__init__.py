@@ -13,7 +13,7 @@ from . import _threadpool, backends
 __version__ = "0.1.0"
 
 __all__ = ["info", "backend", "set_backend", "set_num_threads", "functional", "nn", "optim", "datasets",
-           "Trainer", "MLPClassifier", "save", "load", "__version__"]
+           "Trainer", "MLPClassifier", "MLPRegressor", "save", "load", "__version__"]
 
 # Public names defined in submodules, imported on first use so that
 # `import fastnn` stays quick (no plotting or progress-bar imports).
@@ -23,7 +23,8 @@ _LAZY = {
     "optim": ("fastnn.optim", None),
     "datasets": ("fastnn.datasets", None),
     "Trainer": ("fastnn.train", "Trainer"),
-    "MLPClassifier": ("fastnn.train", "MLPClassifier"),
+    "MLPClassifier": ("fastnn.sklearn", "MLPClassifier"),
+    "MLPRegressor": ("fastnn.sklearn", "MLPRegressor"),
     "save": ("fastnn.checkpoint", "save"),
     "load": ("fastnn.checkpoint", "load"),
 }
