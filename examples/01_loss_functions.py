@@ -37,14 +37,15 @@ show("mean (y - t)^2", "2.2", F.mean_squared_error(y, t5))
 
 # A batch of three, one-hot labels 0, 1, 2; then the first prediction improved.
 one_hot, labels = np.eye(3), np.array([0, 1, 2])
-for name, batch, lesson in (
-        ("batch", [[0.3, 0.1, 0.6], [0.3, 0.5, 0.2], [0.4, 0.1, 0.5]], ("1.2040", "0.6931", "0.6931", "0.8634")),
-        ("better batch", [[0.6, 0.1, 0.3], [0.3, 0.5, 0.2], [0.4, 0.1, 0.5]], ("0.5108", "0.6931", "0.6931", "0.6324"))):
-    batch = np.array(batch)
+batches = {"batch": [[0.3, 0.1, 0.6], [0.3, 0.5, 0.2], [0.4, 0.1, 0.5]],
+           "better batch": [[0.6, 0.1, 0.3], [0.3, 0.5, 0.2], [0.4, 0.1, 0.5]]}
+lessons = {"batch": ("1.2040", "0.6931", "0.6931", "0.8634"), "better batch": ("0.5108", "0.6931", "0.6931", "0.6324")}
+for name, batch in batches.items():
+    *each, mean = lessons[name]
     for i in range(3):
-        show(f"CEE, {name}, sample {i}", lesson[i], F.cross_entropy_error(batch[i], one_hot[i]))
-    show(f"CEE, {name}, mean (one-hot labels)", lesson[3], F.cross_entropy_error(batch, one_hot))
-    show(f"CEE, {name}, mean (integer labels)", lesson[3], F.cross_entropy_error(batch, labels))
+        show(f"CEE, {name}, sample {i}", each[i], F.cross_entropy_error(batch[i], one_hot[i]))
+    show(f"CEE, {name}, mean (one-hot labels)", mean, F.cross_entropy_error(batch, one_hot))
+    show(f"CEE, {name}, mean (integer labels)", mean, F.cross_entropy_error(batch, labels))
 
 p, t6 = np.array([0.5, 0.7, 0.3, 0.2, 0.7, 0.9]), np.array([0, 1, 0, 0, 1, 1.0])
 show("binary CE", "0.3486", F.binary_cross_entropy(p, t6))

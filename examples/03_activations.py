@@ -31,7 +31,8 @@ for name, layer in activations.items():
     derivative = layer.backward(np.ones_like(x))  # d f / d x at every x
     axes[1].plot(x, derivative, label=name)
     if name in ("sigmoid", "tanh"):
-        show(f"max of {name}'(x), at x = {x[derivative.argmax()]:g}", "0.25" if name == "sigmoid" else "1", derivative.max())
+        lesson = "0.25" if name == "sigmoid" else "1"
+        show(f"max of {name}'(x), at x = {x[derivative.argmax()]:g}", lesson, derivative.max())
 axes[0].set(title="Activations f(x)", xlabel="pre-activation x (unitless)", ylabel="f(x) (unitless)", ylim=(-1.5, 4))
 axes[1].set(title="Derivatives f'(x), from backward()", xlabel="pre-activation x (unitless)", ylabel="f'(x) (unitless)")
 
