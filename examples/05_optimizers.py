@@ -74,8 +74,8 @@ for name, lr in {"SGD": 0.01, "Momentum": 0.01, "AdaGrad": 0.01, "RMSprop": 0.00
         opt.step()
     print(f"{name + ', MNIST loss of the last 100 steps':<44} lesson {'highest' if name == 'SGD' else '< SGD':<8} "
           f"fastnn {np.mean(curve[-100:]):.6g}")
-    ax.plot(np.arange(20, len(curve) + 1), np.convolve(curve, np.ones(20) / 20, mode="valid"), label=f"{name}, lr {lr}")
-ax.set(title="MNIST, 784-100-100-100-100-10 ReLU, batch 128 (loss averaged over 20 steps)", xlabel="step",
+    ax.plot(np.arange(50, len(curve) + 1), np.convolve(curve, np.ones(50) / 50, mode="valid"), label=f"{name}, lr {lr}")
+ax.set(title="MNIST, 784-100-100-100-100-10 ReLU, batch 128 (loss averaged over 50 steps)", xlabel="step",
        ylabel="training loss (cross-entropy, nats)", yscale="log")
 ax.legend()
 ax.grid(alpha=0.3)

@@ -14,7 +14,7 @@ parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
 args = parser.parse_args()
 args.out.mkdir(parents=True, exist_ok=True)
 
-# ---- the ten lines
+# ---- the ten lines of the README's Usage
 import fastnn
 from fastnn import nn, optim
 from fastnn.datasets import load_mnist
@@ -25,6 +25,7 @@ opt = optim.Adam(model.parameters(), lr=1e-2)
 schedule = optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, epochs=2, steps_per_epoch=469)  # 469 batches of 128
 trainer = fastnn.Trainer(model, nn.CrossEntropyLoss(label_smoothing=0.1), opt, schedule, batch_size=128, epochs=2)
 history = trainer.fit(x_train, t_train, validation_data=(x_test, t_test))
+print(history["val_accuracy"][-1], fastnn.info())              # >= 0.98 after two epochs
 # ----
 
 accuracy = history["val_accuracy"][-1]
