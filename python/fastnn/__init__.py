@@ -13,7 +13,8 @@ from . import _threadpool, backends
 __version__ = "0.1.0"
 
 __all__ = ["info", "backend", "set_backend", "set_num_threads", "functional", "nn", "optim", "datasets",
-           "Trainer", "MLPClassifier", "MLPRegressor", "save", "load", "__version__"]
+           "Trainer", "MLPClassifier", "MLPRegressor", "save", "load", "__version__",
+           "gradcheck", "numerical_gradient"]
 
 # Public names defined in submodules, imported on first use so that
 # `import fastnn` stays quick (no plotting or progress-bar imports).
@@ -27,6 +28,8 @@ _LAZY = {
     "MLPRegressor": ("fastnn.sklearn", "MLPRegressor"),
     "save": ("fastnn.checkpoint", "save"),
     "load": ("fastnn.checkpoint", "load"),
+    "gradcheck": ("fastnn.gradient_check", "gradcheck"),
+    "numerical_gradient": ("fastnn.gradient_check", "numerical_gradient"),
 }
 
 
