@@ -18,7 +18,7 @@ MODES = {
                  synthetic=False, peers=True),
     "quick": dict(reps=3, max_reps_factor=1.0, min_time=0.01, pause=0.3, epoch_samples=10000, epoch_reps=3,
                   t98_reps=1, t98_peers=False, fit_samples=10000, fit_reps=1, neighbour_rounds=6,
-                  neighbour_calls=30, peak_seconds=0.1, peak_reps=3, copy_mib=128, large_scale=1,
+                  neighbour_calls=30, peak_seconds=0.1, peak_reps=3, copy_mib=128, large_scale=2,
                   synthetic=False, peers=True),
     # tiny: for the test suite -- small "large" shapes, synthetic data, no peers, no time to 98%.
     "tiny": dict(reps=1, max_reps_factor=1.0, min_time=0.001, pause=0.05, epoch_samples=512, epoch_reps=1,

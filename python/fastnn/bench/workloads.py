@@ -82,23 +82,23 @@ def kernel_inputs(kernel, shape, index, synthetic):
     """The case's inputs, identical in every worker (seeded by the case's index)."""
     rng = np.random.default_rng(index)
     if kernel in ("relu", "sigmoid", "tanh"):
-        return {"x": rng.standard_normal(shape).astype(F32)}
+        return {"x": rng.standard_normal(shape, dtype=F32)}
     if kernel in ("softmax", "log_softmax", "cross_entropy", "softmax_cross_entropy"):
         n, c = shape
         # Unit-variance logits: no probability falls near the textbook's 1e-7 guard.
-        return {"x": rng.standard_normal((n, c)).astype(F32), "t": rng.integers(0, c, n).astype(np.int64)}
+        return {"x": rng.standard_normal((n, c), dtype=F32), "t": rng.integers(0, c, n).astype(np.int64)}
     if kernel == "matmul":
         m, k, n = shape
-        return {"a": rng.standard_normal((m, k)).astype(F32), "b": rng.standard_normal((k, n)).astype(F32)}
+        return {"a": rng.standard_normal((m, k), dtype=F32), "b": rng.standard_normal((k, n), dtype=F32)}
     if kernel in ("linear", "linear_backward"):
         m, k, n = shape[:3]
         if len(shape) > 3:  # a batch of MNIST images (mostly zeros), not random numbers
             (x_all, _), _, _ = load_data(synthetic)
             x = np.ascontiguousarray(x_all[rng.choice(x_all.shape[0], m, replace=False)], dtype=F32)
         else:
-            x = rng.standard_normal((m, k)).astype(F32)
+            x = rng.standard_normal((m, k), dtype=F32)
         return {"x": x, "W": (rng.standard_normal((k, n)) / np.sqrt(k)).astype(F32),
-                "b": rng.standard_normal(n).astype(F32), "dy": rng.standard_normal((m, n)).astype(F32)}
+                "b": rng.standard_normal(n, dtype=F32), "dy": rng.standard_normal((m, n), dtype=F32)}
     if kernel == "adam_step":
         shapes = [(shape[0], shape[1])] if not isinstance(shape, str) else \
             [s for n_in, n_out in zip(SIZES[:-1], SIZES[1:]) for s in ((n_in, n_out), (n_out,))]
@@ -405,8 +405,49 @@ class TorchTrainer(Trainer):
         return float(np.mean(pred == y))
 
 
+_JAX_FUNCTIONS = {}
+
+
+def jax_functions(jax, label_smoothing):
+    """(step, scan_epoch, tail_step) compiled once per process and label smoothing, so that
+    the warm-up compiles exactly what the timed epochs then call."""
+    if label_smoothing in _JAX_FUNCTIONS:
+        return _JAX_FUNCTIONS[label_smoothing]
+    jnp, tree_map = jax.numpy, jax.tree_util.tree_map
+
+    def loss_fn(params, xb, yb):
+        h = xb
+        for W, b in params[:-1]:
+            h = jax.nn.relu(h @ W + b)
+        W, b = params[-1]
+        logp = jax.nn.log_softmax(h @ W + b, axis=-1)
+        nll = -jnp.take_along_axis(logp, yb[:, None], axis=1)[:, 0]
+        return jnp.mean((1 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=1))
+
+    def step(state, xb, yb, lr, beta1):  # torch.optim.Adam's update, eps 1e-8, beta2 0.999
+        params, m, v, t = state
+        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
+        t = t + 1
+        m = tree_map(lambda a, g: beta1 * a + (1 - beta1) * g, m, grads)
+        v = tree_map(lambda a, g: 0.999 * a + 0.001 * g * g, v, grads)
+        c1, c2 = 1 - beta1 ** t, 1 - 0.999 ** t
+        params = tree_map(lambda p, a, b: p - lr / c1 * a / (jnp.sqrt(b) / jnp.sqrt(c2) + 1e-8), params, m, v)
+        return (params, m, v, t), loss
+
+    def scan_epoch(state, x, y, batches, lrs, beta1s):
+        def body(state, inputs):
+            idx, lr, b1 = inputs
+            return step(state, x[idx], y[idx], lr, b1)
+        return jax.lax.scan(body, state, (batches, lrs, beta1s))
+
+    def tail_step(state, x, y, idx, lr, beta1):
+        return step(state, x[idx], y[idx], lr, beta1)
+    _JAX_FUNCTIONS[label_smoothing] = tuple(jax.jit(f, donate_argnums=0) for f in (step, scan_epoch, tail_step))
+    return _JAX_FUNCTIONS[label_smoothing]
+
+
 class JaxTrainer(Trainer):
-    """A hand-written MLP + Adam (torch.optim.Adam's update) in JAX, in one of two idioms:
+    """A hand-written MLP + Adam in JAX, in one of two idioms:
     'jit': the whole step under jax.jit, each batch gathered in NumPy;
     'scan': the epoch as one jax.jit with lax.scan over the batches, the data on the device."""
 
@@ -416,14 +457,11 @@ class JaxTrainer(Trainer):
         self.jax, self.jnp, self.idiom = jax, jax.numpy, idiom
         self.schedule = _schedule(recipe, self.steps_per_epoch)
         params = [(jax.device_put(W), jax.device_put(b)) for W, b in weights]
-        zeros = jax.tree_util.tree_map(self.jnp.zeros_like, params)
-        self.state = (params, zeros, zeros, self.jnp.zeros((), self.jnp.float32))
-        self.step = jax.jit(self._step, donate_argnums=0)
+        m, v = (jax.tree_util.tree_map(self.jnp.zeros_like, params) for _ in range(2))  # donated: no shared buffers
+        self.state = (params, m, v, self.jnp.zeros((), self.jnp.float32))
+        self.step, self.scan_epoch, self.tail_step = jax_functions(jax, float(recipe["label_smoothing"]))
         if idiom == "scan":
             self.x_dev, self.y_dev = jax.device_put(x), jax.device_put(y.astype(np.int32))
-            self.scan_epoch = jax.jit(self._scan_epoch, donate_argnums=0)
-            self.tail_step = jax.jit(lambda state, x, y, idx, lr, b1: self._step(state, x[idx], y[idx], lr, b1),
-                                     donate_argnums=0)
 
     def _options(self):
         return {"idiom": self.idiom}
@@ -435,35 +473,6 @@ class JaxTrainer(Trainer):
             spare.epoch()
         else:
             super().warmup()
-
-    def _loss(self, params, xb, yb):
-        jax, jnp = self.jax, self.jnp
-        h = xb
-        for W, b in params[:-1]:
-            h = jax.nn.relu(h @ W + b)
-        W, b = params[-1]
-        logp = jax.nn.log_softmax(h @ W + b, axis=-1)
-        nll = -jnp.take_along_axis(logp, yb[:, None], axis=1)[:, 0]
-        ls = self.recipe["label_smoothing"]
-        return jnp.mean((1 - ls) * nll - ls * jnp.mean(logp, axis=1))
-
-    def _step(self, state, xb, yb, lr, beta1):
-        jax, jnp = self.jax, self.jnp
-        params, m, v, t = state
-        loss, grads = jax.value_and_grad(self._loss)(params, xb, yb)
-        t = t + 1
-        tm = jax.tree_util.tree_map
-        m = tm(lambda a, g: beta1 * a + (1 - beta1) * g, m, grads)
-        v = tm(lambda a, g: 0.999 * a + 0.001 * g * g, v, grads)
-        c1, c2 = 1 - beta1 ** t, 1 - 0.999 ** t
-        params = tm(lambda p, a, b: p - lr / c1 * a / (jnp.sqrt(b) / jnp.sqrt(c2) + 1e-8), params, m, v)
-        return (params, m, v, t), loss
-
-    def _scan_epoch(self, state, x, y, batches, lrs, beta1s):
-        def body(state, inputs):
-            idx, lr, b1 = inputs
-            return self._step(state, x[idx], y[idx], lr, b1)
-        return self.jax.lax.scan(body, state, (batches, lrs, beta1s))
 
     def _rates(self):
         if self.schedule is None:
@@ -561,8 +570,8 @@ def neighbour(rounds, calls):
     from .. import backends
     from .. import functional as F
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((128, 784)).astype(F32), rng.standard_normal((784, 256)).astype(F32)
-    x = rng.standard_normal((256, 256)).astype(F32)
+    a, b = rng.standard_normal((128, 784), dtype=F32), rng.standard_normal((784, 256), dtype=F32)
+    x = rng.standard_normal((256, 256), dtype=F32)
     ops = [("NumPy", "x @ x (256x256 float32)", lambda: x @ x)]
     try:
         import torch
