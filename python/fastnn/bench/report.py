@@ -245,7 +245,7 @@ def format_summary(res, results_dir):
     link = f"{results_dir.rstrip('/')}/results.md" if results_dir else "results.md"
     out = [f"How many times faster fastnn ({res['headline']} backend) is, measured on {res['date']} "
            f"({res['mode']} run) on {res['machine']['cpu']}, {res['threads']} threads:", ""]
-    out += _table(["", "vs textbook NumPy", "vs PyTorch", "vs JAX", ""], rows, True) + [""]
+    out += _table(["", "vs textbook NumPy", "vs PyTorch", "vs JAX", "fastnn itself"], rows, True) + [""]
     out += ["Method: every framework runs alone in its own process, at its best documented configuration (PyTorch "
             "at 1 thread and at all cores, JAX per-step jit and whole-epoch jit + scan; the faster counts),",
             "on the same data, initial weights and batches; rounds interleave the frameworks one at a time, and "
