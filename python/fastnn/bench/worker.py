@@ -47,6 +47,7 @@ class Worker:
         work, unit = workloads.kernel_work(kernel, shape, inputs)
         # The textbook result, computed here, checks this framework's (the optimizer step changes state: not checked).
         want = workloads.textbook_kernel(kernel, inputs)() if kernel != "adam_step" else None
+        workloads.settle_self(1.0)  # NumPy's threads, spinning after the reference, would slow the warm-up
         self._kernel = workloads.TimedKernel(self.kernel_fn(kernel, inputs), min_time)
         agrees = None if want is None else workloads.agrees(self._kernel.result, want)
         return {"work": work, "unit": unit, "calls_per_sample": self._kernel.inner, "agrees": agrees}

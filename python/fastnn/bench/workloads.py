@@ -280,8 +280,7 @@ class TimedKernel:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            if inner > 1:
-                fn()
+            fn()
             t = time.perf_counter()
             for _ in range(inner):
                 fn()
