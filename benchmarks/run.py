@@ -3,8 +3,9 @@ wheel has it too; this is the same as `fastnn bench`).
 
     python benchmarks/run.py [--quick] [--out DIR] [--update-readme [README]]
 
---update-readme replaces the README's Performance section (between
-<!-- bench:start --> and <!-- bench:end -->) with the results of this run.
+--update-readme replaces the README's bench block (between <!-- bench:start -->
+and <!-- bench:end -->) with this run's summary. benchmarks/README.md describes
+the method and the schema of results.json.
 """
 import os
 import sys

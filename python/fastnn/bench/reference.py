@@ -1,4 +1,4 @@
-"""The textbook NumPy formulation that `fastnn.bench` measures fastnn against.
+"""The textbook NumPy formulation that `fastnn bench` measures fastnn against.
 
 This is the code a reader of "Deep Learning from Scratch" writes (its
 common/functions.py, common/layers.py and common/optimizer.py), kept as plain
@@ -11,7 +11,8 @@ is the one people actually start from:
   backward), `matmul`, `linear` (Affine forward) and `linear_backward` (Affine
   backward), `Adam` (the book's update, with bias correction);
 - `TextbookMLP`: Affine / ReLU / ... / SoftmaxWithLoss layers trained with that
-  Adam, for the end-to-end MNIST epoch.
+  Adam, for the end-to-end MNIST epoch; label smoothing and a per-step
+  learning-rate schedule are the two additions the time-to-98% recipe needs.
 
 Nothing here imports fastnn's kernels: it is the independent reference.
 """
@@ -128,21 +129,29 @@ class Relu:
 
 
 class SoftmaxWithLoss:
-    def __init__(self):
+    """The book's layer; with label_smoothing e the target is (1 - e) * one-hot + e / classes."""
+
+    def __init__(self, label_smoothing=0.0):
         self.loss = None
         self.y = None
         self.t = None
+        self.label_smoothing = label_smoothing
 
     def forward(self, x, t):
         self.t = t
         self.y = softmax(x)
         self.loss = cross_entropy_error(self.y, self.t)
+        if self.label_smoothing:
+            uniform = -np.sum(np.log(self.y + 1e-7)) / (self.y.shape[0] * self.y.shape[1])
+            self.loss = (1 - self.label_smoothing) * self.loss + self.label_smoothing * uniform
         return self.loss
 
     def backward(self, dout=1):
         batch_size = self.t.shape[0]
         dx = self.y.copy()
-        dx[np.arange(batch_size), self.t] -= 1
+        dx[np.arange(batch_size), self.t] -= 1 - self.label_smoothing
+        if self.label_smoothing:
+            dx -= self.label_smoothing / self.y.shape[1]
         return dx * dout / batch_size
 
 
@@ -180,7 +189,7 @@ class TextbookMLP:
     layout as fastnn's Linear); arrays are copied, float32.
     """
 
-    def __init__(self, weights):
+    def __init__(self, weights, label_smoothing=0.0):
         self.params = {}
         self.layers = OrderedDict()
         n = len(weights)
@@ -190,7 +199,7 @@ class TextbookMLP:
             self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
             if i < n:
                 self.layers[f"Relu{i}"] = Relu()
-        self.last_layer = SoftmaxWithLoss()
+        self.last_layer = SoftmaxWithLoss(label_smoothing)
         self.n_affine = n
 
     def predict(self, x):
@@ -219,9 +228,12 @@ class TextbookMLP:
         return loss, grads
 
 
-def train_epoch(net, optimizer, x, t, order, batch_size):
-    """One epoch of the book's loop over the batches given by `order` (a permutation)."""
+def train_epoch(net, optimizer, x, t, order, batch_size, schedule=None):
+    """One epoch of the book's loop over the batches given by `order` (a permutation);
+    schedule(), if given, returns the (lr, beta1) of each step in turn."""
     for start in range(0, x.shape[0], batch_size):
         idx = order[start:start + batch_size]
+        if schedule is not None:
+            optimizer.lr, optimizer.beta1 = schedule()
         _, grads = net.gradient(x[idx], t[idx])
         optimizer.update(net.params, grads)
