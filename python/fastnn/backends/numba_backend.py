@@ -502,25 +502,27 @@ def log_softmax(x, out=None):
 # (the output y for sigmoid/tanh/relu, the input x for leaky_relu/elu) and dy.
 # Kernels work on flat views (the arrays are C-contiguous).
 
-_A_SIGMOID, _A_TANH, _A_RELU, _A_LEAKY, _A_ELU = 0, 1, 2, 3, 4
+# The one activation code table of this backend: the elementwise kernels and
+# linear's fused epilogue and gradient pass all branch on these codes.
+_A_SIGMOID, _A_TANH, _A_RELU, _A_LEAKY, _A_ELU, _A_NONE = 0, 1, 2, 3, 4, 5
 
 
 @_jit
 def _act_fwd_k(x, out, code, a):
     # One loop per activation; `a` (slope / alpha) is used in x's dtype.
     af = x.dtype.type(a)
-    if code == 0:
+    if code == _A_SIGMOID:
         for i in range(out.size):
             out[i] = _vsigmoid(x[i])
-    elif code == 1:
+    elif code == _A_TANH:
         for i in range(out.size):
             out[i] = _vtanh(x[i])
-    elif code == 2:
+    elif code == _A_RELU:
         zero = x.dtype.type(0)
         for i in range(out.size):
             v = x[i]
             out[i] = zero if v < zero else v  # NaN passes, as in np.maximum
-    elif code == 3:
+    elif code == _A_LEAKY:
         for i in range(out.size):
             v = x[i]
             out[i] = v if v > 0 else v * af
@@ -543,19 +545,19 @@ def _act_bwd_k(v, dy, out, code, a):
     # arithmetic in its order, without FMA contraction: bit-identical results.
     af = dy.dtype.type(a)
     one = dy.dtype.type(1)
-    if code == 0:
+    if code == _A_SIGMOID:
         for i in range(out.size):
             y = v[i]
             out[i] = dy[i] * y * (one - y)
-    elif code == 1:
+    elif code == _A_TANH:
         for i in range(out.size):
             y = v[i]
             out[i] = dy[i] * (one - y * y)
-    elif code == 2:
+    elif code == _A_RELU:
         zero = dy.dtype.type(0)
         for i in range(out.size):
             out[i] = dy[i] if v[i] > 0 else zero
-    elif code == 3:
+    elif code == _A_LEAKY:
         for i in range(out.size):
             out[i] = dy[i] if v[i] > 0 else dy[i] * af
     else:
@@ -1005,7 +1007,7 @@ def binary_cross_entropy_with_logits_backward(z, t, reduction="mean"):
 
 # ------------------------------------------------------------------------ linear
 
-_ACT_CODE = {"none": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+_ACT_CODE = {"none": _A_NONE, "relu": _A_RELU, "sigmoid": _A_SIGMOID, "tanh": _A_TANH}
 _GRAD_FROM_OUTPUT = {"relu": relu_backward, "sigmoid": sigmoid_backward, "tanh": tanh_backward}
 
 
@@ -1028,14 +1030,14 @@ def _bias_act_rows(z, b, has_b, code):
         if has_b:
             for j in range(c):
                 z[i, j] = z[i, j] + b[j]
-        if code == 1:
+        if code == _A_RELU:
             for j in range(c):
                 v = z[i, j]
                 z[i, j] = zero if v < zero else v
-        elif code == 2:
+        elif code == _A_SIGMOID:
             for j in range(c):
                 z[i, j] = _vsigmoid(z[i, j])
-        elif code == 3:
+        elif code == _A_TANH:
             for j in range(c):
                 z[i, j] = _vtanh(z[i, j])
 
@@ -1056,12 +1058,12 @@ def linear(x, W, b=None, activation="none", out=None):
         z = np.matmul(x, W, out=out)
     else:
         z = x @ W
-    if b is not None or code:
+    if b is not None or code != _A_NONE:
         if not z.flags.c_contiguous:
             z = np.ascontiguousarray(z)
         bb = b if b is not None else _empty(z.dtype)
         n = z.shape[0]
-        nchunks = _chunks(z.size, _PAR_MIN_TRANSCENDENTAL if code >= 2 else _PAR_MIN_ELEMENTWISE) if n > 1 else 0
+        nchunks = _chunks(z.size, _PAR_MIN_TRANSCENDENTAL if code in (_A_SIGMOID, _A_TANH) else _PAR_MIN_ELEMENTWISE) if n > 1 else 0
         if nchunks:
             _bias_act_par(z, bb, b is not None, code, nchunks)
         else:
@@ -1085,18 +1087,18 @@ def _act_grad_bias_cols(y, dy, dz, db, code, j0, j1):
         dbs[j] = 0.0
     for i in range(n):
         g_in = dy[i, j0:j1]
-        if code == 0:
+        if code == _A_NONE:
             for j in range(w):
                 dbs[j] += g_in[j]
         else:
             y_in = y[i, j0:j1]
             g_out = dz[i, j0:j1]
-            if code == 1:
+            if code == _A_RELU:
                 for j in range(w):
                     g = g_in[j] if y_in[j] > 0 else zero
                     g_out[j] = g
                     dbs[j] += g
-            elif code == 2:
+            elif code == _A_SIGMOID:
                 for j in range(w):
                     v = y_in[j]
                     g = g_in[j] * v * (one - v)
@@ -1122,8 +1124,8 @@ def linear_backward(x, W, dy, y=None, activation="none", need_dx=True,
     # x (N, in), W (in, out), dy (N, out) = dL/d(act output); y is that output,
     # needed when an activation was fused. Returns (dx or None, dW, db); with
     # x_activation, x is that activation's output and dx goes through it.
-    code = _ACT_CODE.get(activation, 3)  # the reference treats any other name as tanh
-    if code:
+    code = _ACT_CODE[activation]
+    if code != _A_NONE:
         dz = np.empty(dy.shape, dy.dtype)
         args = (y, dy, dz)
     else:
