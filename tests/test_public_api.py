@@ -65,7 +65,7 @@ def test_to_torch_computes_what_fastnn_computes(torch, backend, rng):
     np.testing.assert_allclose(linear(torch.from_numpy(x)).detach().numpy(), layer(x), rtol=1e-5, atol=1e-6)
     # a copy: changing one leaves the other alone
     layer.weight.data[...] = 0
-    assert float(linear.weight.abs().sum()) > 0
+    assert float(linear.weight.detach().abs().sum()) > 0
     back = nn.Linear.from_torch(linear)
     assert not np.array_equal(back.weight.data, layer.weight.data)
 
