@@ -15,6 +15,7 @@ import zlib
 import numpy as np
 import pytest
 
+from fastnn import backends
 from fastnn.backends import numba_backend as nb
 from fastnn.backends import numpy_backend as ref
 
@@ -360,8 +361,9 @@ def test_cross_entropy_is_more_accurate_than_float32_reference(dtype):
 
 @pytest.mark.parametrize("shape", [(7, 3), (33, 10), (60000, 10), (257, 1000)])  # narrow / wide, serial / parallel
 def test_labels_out_of_range_raise_index_error(shape):
-    # F leaves label ranges to this backend (CHECKS_ARGUMENTS): every kernel
-    # that indexes by label checks them first, and names the bad label.
+    # The kernels index by label unchecked: the backend's entry points check
+    # the labels first (backends.checks), and name the bad label.
+    nb = backends.load("numba")
     x = data(shape, np.float32, "bad")
     probabilities = nb.softmax(x)
     for bad in (shape[1], -1):
@@ -371,7 +373,7 @@ def test_labels_out_of_range_raise_index_error(shape):
                      lambda: nb.softmax_cross_entropy(x, lab, "none", 0.1),
                      lambda: nb.cross_entropy_error(probabilities, lab),
                      lambda: nb.cross_entropy_error_backward(probabilities, lab)):
-            with pytest.raises(IndexError, match=f"label {bad} is out of range"):
+            with pytest.raises(IndexError, match=f"label {bad} at position {shape[0] // 2} is out of range"):
                 call()
 
 
@@ -383,9 +385,10 @@ def _call_or_error(call):
 
 
 def test_softmax_cross_entropy_refuses_what_f_would_convert():
-    # F hands plain calls straight here and converts only what is refused:
-    # anything but C-contiguous float32/float64 logits with int64 labels or
-    # same-dtype probabilities must be refused, never computed on as is.
+    # The backend's entry point refuses anything but C-contiguous
+    # float32/float64 logits with int64 labels or same-dtype probabilities,
+    # never computing on it as is (F converts such arguments first).
+    nb = backends.load("numba")
     x = data((6, 4), np.float32, "plain")
     lab = labels((6, 4), "plain")
     assert _call_or_error(lambda: nb.softmax_cross_entropy(x, lab))[1].shape == (6, 4)
@@ -411,10 +414,9 @@ def test_empty_batch_reductions():
     assert math.isnan(nb.cross_entropy(x, lab))
     assert nb.cross_entropy(x, lab, "sum") == 0.0
     assert nb.cross_entropy(x, lab, "none").shape == (0,)
-    # F hands softmax_cross_entropy plain calls unchecked (CHECKS_ARGUMENTS):
-    # like _core's, it refuses an empty batch, which F reports.
-    with pytest.raises(ValueError, match="non-empty"):
-        nb.softmax_cross_entropy(x, lab)
+    # Like _core's, the backend's entry point refuses an empty batch.
+    with pytest.raises(ValueError, match="no rows"):
+        backends.load("numba").softmax_cross_entropy(x, lab)
     assert nb.softmax(x).shape == (0, 4)
 
 
@@ -533,14 +535,12 @@ def test_gather_rows(shape, dtype):
     np.testing.assert_array_equal(out, x[idx])
     x3 = x.reshape(shape[0], 1, shape[1])
     np.testing.assert_array_equal(nb.gather_rows(x3, idx), x3[idx])
-    neg = idx - shape[0]
-    np.testing.assert_array_equal(nb.gather_rows(x, neg), x[neg])
-    with pytest.raises(IndexError):
-        nb.gather_rows(x, np.array([0, shape[0]]))
+    # Indices out of range (negative ones too, as in _core) are refused by the entry point.
     big = np.zeros(140000, np.int64)  # large enough for the parallel path
-    big[-1] = -shape[0] - 1
-    with pytest.raises(IndexError):
-        nb.gather_rows(x, big)
+    big[-1] = shape[0]
+    for bad in (np.array([0, shape[0]]), np.array([-1]), big):
+        with pytest.raises(IndexError):
+            backends.load("numba").gather_rows(x, bad)
 
 
 # ------------------------------------------------------------- optimizer steps
@@ -681,22 +681,19 @@ def test_parallel_drivers_cover_every_element(nchunks, dtype):
         lab = labels(logits.shape, "drv")
         rows_p, rows_s = np.empty(37), np.empty(37)
         gp, gs = np.empty_like(logits), np.empty_like(logits)
-        tp = nb._ce_par(logits, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gp, rows_p, nchunks)
-        ts = nb._ce_serial(logits, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gs, rows_s)
-        assert tp == ts and tp[1] == -1
+        nb._ce_par(logits, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gp, rows_p, nchunks)
+        nb._ce_row_losses(logits, lab, nb._empty(dtype, 2), True, 0.1, 0.5, True, gs, rows_s)
         np.testing.assert_array_equal(gp, gs)
         np.testing.assert_array_equal(rows_p, rows_s)
     db_p, db_s = np.empty(101), np.empty(101)
     dz_p, dz_s = np.empty_like(x), np.empty_like(x)
-    nb._act_grad_bias_par(x, x, dz_p, db_p, 3, nchunks)
-    nb._act_grad_bias_cols(x, x, dz_s, db_s, 3, 0, 101)
+    nb._act_grad_bias_par(x, x, dz_p, db_p, nb._A_TANH, nchunks)
+    nb._act_grad_bias_cols(x, x, dz_s, db_s, nb._A_TANH, 0, 101)
     np.testing.assert_array_equal(dz_p, dz_s)
     np.testing.assert_array_equal(db_p, db_s)
-    status = np.empty(nchunks, np.int64)
     g = np.empty((40, 101), dtype)
     idx = np.arange(40) % 37
-    nb._gather_par(x, idx, g, status)
-    assert (status == -1).all()
+    nb._gather_par(x, idx, g, nchunks)
     np.testing.assert_array_equal(g, x[idx])
 
 

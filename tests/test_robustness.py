@@ -1348,7 +1348,7 @@ def test_empty_batch_mean_loss_is_a_value_error(any_backend, fname):
     import fastnn.functional as F
     z = np.zeros((0, 4))
     target = np.zeros(0, np.int64) if "entropy" in fname and "binary" not in fname else np.zeros((0, 4))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="empty|no rows"):
         getattr(F, fname)(z, target)
 
 

@@ -73,7 +73,7 @@ def test_trainer_batches_cover_each_sample_once_per_epoch():
 
 
 def test_label_sorted_batches_keep_each_batch_and_sort_it():
-    from fastnn.train import _label_sorted_batches
+    from fastnn.sparse_input import label_sorted_batches as _label_sorted_batches
     rng = np.random.default_rng(1)
     # (2000, 2, 1000): keys past 16 bits
     shapes = ((1000, 7, 3, 0), (300, 128, 1000, -5), (5, 10, 2, 0), (70000, 128, 10, 0), (2000, 2, 1000, 0))
@@ -122,7 +122,7 @@ def _train_with_and_without_prefetch(monkeypatch, cpp_backend):
     seen = []
     monkeypatch.setattr(cpp_backend, "gather_rows", lambda xs, idx, out=None: (seen.append(idx.copy()),
                                                                                  np.take(xs, idx, axis=0, out=out))[1])
-    monkeypatch.delattr(cpp_backend, "prefetch_rows")
+    monkeypatch.setattr(cpp_backend, "prefetch_rows", lambda xs, idx: None)
     without = make_trainer(seed=2, epochs=2)
     without.fit(x, y)
     # every batch but each epoch's first was asked for one step ahead

@@ -4,9 +4,9 @@
     fastnn.info()              # version, backend, isa, threads, compiler
     F.softmax_cross_entropy(logits, labels)
 """
-import importlib
-import os
-import warnings
+import importlib as _importlib
+import os as _os
+import warnings as _warnings
 
 from . import _threadpool, backends
 
@@ -37,10 +37,15 @@ def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
     module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name)
+    module = _importlib.import_module(module_name)
     value = module if attr is None else getattr(module, attr)
     globals()[name] = value
     return value
+
+
+def __dir__():
+    # What a user may use (lazy names included), not the modules imported here for internal use.
+    return sorted(set(__all__) | set(_LAZY))
 
 
 def backend():
@@ -95,16 +100,16 @@ def info():
 
 
 def _apply_environment():
-    isa = os.environ.get("FASTNN_ISA")
+    isa = _os.environ.get("FASTNN_ISA")
     if isa is not None and isa not in ("avx512", "avx2", "generic"):
-        warnings.warn(f"fastnn: FASTNN_ISA={isa!r} is not one of avx512, avx2, generic; ignored",
+        _warnings.warn(f"fastnn: FASTNN_ISA={isa!r} is not one of avx512, avx2, generic; ignored",
                       RuntimeWarning, stacklevel=3)
-    threads = os.environ.get("FASTNN_NUM_THREADS")
+    threads = _os.environ.get("FASTNN_NUM_THREADS")
     if threads:
         try:
             set_num_threads(int(threads))
         except ValueError:
-            warnings.warn(f"fastnn: FASTNN_NUM_THREADS={threads!r} is not an integer in [1, 1024]; ignored",
+            _warnings.warn(f"fastnn: FASTNN_NUM_THREADS={threads!r} is not an integer in [1, 1024]; ignored",
                           RuntimeWarning, stacklevel=3)
 
 

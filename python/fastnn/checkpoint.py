@@ -11,6 +11,8 @@ import zipfile
 
 import numpy as np
 
+__all__ = ["save", "load", "Checkpoint"]
+
 FORMAT = "fastnn-checkpoint-1"
 
 

@@ -9,11 +9,18 @@ Sequential runs a Linear followed by ReLU / Sigmoid / Tanh as one fused kernel
 call (bias and activation applied by the GEMM's store, the activation's
 derivative and the bias gradient computed in one pass before the backward
 GEMMs), and reuses its intermediate buffers while the batch shape repeats.
+
+Layers call the active backend's kernels directly (each checks its arguments),
+positionally in the order of the backend interface (see backends.cpp_backend).
 """
 import numpy as np
 
 from . import backends
 from . import functional as F
+from . import sparse_input as _sparse
+
+__all__ = ["Parameter", "Module", "Linear", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "Dropout", "Sequential",
+           "MLP", "build", "CrossEntropyLoss", "MSELoss", "BCELoss", "BCEWithLogitsLoss"]
 
 
 class Parameter:
@@ -89,22 +96,57 @@ class Module:
 # ---------------------------------------------------------------------- layers
 
 class Linear(Module):
-    """y = x @ W + b. Weights are drawn from a seeded normal distribution:
-    He (std sqrt(2 / in)) for ReLU-like activations, Xavier/Glorot
-    (std sqrt(2 / (in + out))) for sigmoid and tanh."""
+    """y = x @ W + b, with W of shape (in_features, out_features) as in the
+    textbook's Affine layer (torch.nn.Linear keeps the transpose, (out, in):
+    see from_torch / to_torch). Weights are drawn from a seeded normal
+    distribution: He (std sqrt(2 / in)) for ReLU-like activations,
+    Xavier/Glorot (std sqrt(2 / (in + out))) for sigmoid and tanh.
 
-    def __init__(self, in_features, out_features, bias=True, *, init="he", seed=None, dtype=np.float32):
+    sparse_input ('auto', True or False) says whether x may be multiplied
+    block-sparsely when it is mostly zeros, and whether the Trainer sorts the
+    batches to help that: see fastnn.sparse_input."""
+
+    def __init__(self, in_features, out_features, bias=True, *, init="he", seed=None, dtype=np.float32,
+                 sparse_input="auto"):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if init not in ("he", "xavier"):
             raise ValueError(f"init must be 'he' or 'xavier', got {init!r}")
         self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
+        self.sparse_input = _sparse.check_mode(sparse_input)
         std = np.sqrt(2.0 / in_features) if init == "he" else np.sqrt(2.0 / (in_features + out_features))
         weight = _rng(seed).standard_normal((in_features, out_features)) * std
         self.weight = Parameter(np.ascontiguousarray(weight, dtype=dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self._x = None
+
+    @classmethod
+    def from_torch(cls, linear, *, sparse_input="auto"):
+        """A Linear holding a copy of torch.nn.Linear `linear`'s weights: its
+        weight (out, in) transposed to (in, out), and its bias; float64 stays
+        float64, any other dtype becomes float32."""
+        import torch
+        if not isinstance(linear, torch.nn.Linear):
+            raise TypeError(f"from_torch takes a torch.nn.Linear, got {type(linear).__name__}")
+        dtype = np.float64 if linear.weight.dtype == torch.float64 else np.float32
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype=dtype,
+                    sparse_input=sparse_input)
+        layer.weight.data[...] = linear.weight.detach().cpu().double().numpy().T
+        if linear.bias is not None:
+            layer.bias.data[...] = linear.bias.detach().cpu().double().numpy()
+        return layer
+
+    def to_torch(self):
+        """A torch.nn.Linear with a copy of these weights (W transposed to torch's (out, in))."""
+        import torch
+        dtype = torch.float64 if self.weight.data.dtype == np.float64 else torch.float32
+        linear = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(self.weight.data.T)))
+            if self.bias is not None:
+                linear.bias.copy_(torch.from_numpy(self.bias.data.copy()))
+        return linear
 
     def named_parameters(self):
         return [("weight", self.weight)] + ([("bias", self.bias)] if self.bias is not None else [])
@@ -116,18 +158,18 @@ class Linear(Module):
                              f"(batch, {self.in_features}), got {x.shape}")
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        # Positional: pybind11 matches keywords by name, ~0.6 us a call here.
-        return backends.active().linear(x, self.weight.data, b, activation, out)
+        forward, _ = _sparse.linear_kernels(backends.active(), self.sparse_input)
+        return forward(x, self.weight.data, b, activation, out)
 
     def backward(self, dout, y=None, activation="none", need_dx=True, dx_out=None, x_activation="none"):
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
         dout = F.as_float_array(dout, "dout", self.weight.data.dtype)
-        # Positional (dx_out, dW_out, db_out, x_activation): keywords cost ~1.2 us a call.
-        dx, dW, db = backends.active().linear_backward(
-            self._x, self.weight.data, dout, y, activation, need_dx, dx_out,
-            self.weight.grad if _reusable(self.weight) else None,
-            self.bias.grad if self.bias is not None and _reusable(self.bias) else None, x_activation)
+        _, backward = _sparse.linear_kernels(backends.active(), self.sparse_input)
+        dx, dW, db = backward(self._x, self.weight.data, dout, y, activation, need_dx, dx_out,
+                              self.weight.grad if _reusable(self.weight) else None,
+                              self.bias.grad if self.bias is not None and _reusable(self.bias) else None,
+                              x_activation)
         self.weight.grad = dW
         if self.bias is not None:
             self.bias.grad = db
@@ -135,7 +177,8 @@ class Linear(Module):
 
     def config(self):
         return {"type": "Linear", "in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "init": self.init, "dtype": self.weight.data.dtype.name}
+                "bias": self.bias is not None, "init": self.init, "dtype": self.weight.data.dtype.name,
+                "sparse_input": self.sparse_input}
 
 
 def _reusable(p):
@@ -331,22 +374,24 @@ class Sequential(Module):
 
 class MLP(Sequential):
     """A multilayer perceptron: sizes = [in, hidden..., out], `activation`
-    after every hidden Linear, optional Dropout after each activation."""
+    after every hidden Linear, optional Dropout after each activation;
+    sparse_input is every Linear's (see Linear)."""
 
     _ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU, "elu": ELU}
 
-    def __init__(self, sizes, activation="relu", dropout=0.0, *, seed=0, dtype=np.float32):
+    def __init__(self, sizes, activation="relu", dropout=0.0, *, seed=0, dtype=np.float32, sparse_input="auto"):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2:
             raise ValueError(f"sizes must list at least the input and output sizes, got {sizes}")
         if activation not in self._ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(self._ACTIVATIONS)}, got {activation!r}")
         self.sizes, self.activation, self.dropout = sizes, activation, float(dropout)
+        self.sparse_input = _sparse.check_mode(sparse_input)
         rng = _rng(seed)
         init = "xavier" if activation in ("sigmoid", "tanh") else "he"
         layers = []
         for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(Linear(n_in, n_out, init=init, seed=rng, dtype=dtype))
+            layers.append(Linear(n_in, n_out, init=init, seed=rng, dtype=dtype, sparse_input=sparse_input))
             if k < len(sizes) - 2:
                 layers.append(self._ACTIVATIONS[activation]())
                 if dropout > 0:
@@ -355,19 +400,20 @@ class MLP(Sequential):
 
     def config(self):
         return {"type": "MLP", "sizes": self.sizes, "activation": self.activation, "dropout": self.dropout,
-                "dtype": self.layers[0].weight.data.dtype.name}
+                "dtype": self.layers[0].weight.data.dtype.name, "sparse_input": self.sparse_input}
 
 
 def build(config):
     """Rebuild a module from its config() (weights freshly initialised)."""
     kind = config["type"]
     if kind == "MLP":
-        return MLP(config["sizes"], config["activation"], config["dropout"], dtype=np.dtype(config["dtype"]))
+        return MLP(config["sizes"], config["activation"], config["dropout"], dtype=np.dtype(config["dtype"]),
+                   sparse_input=config.get("sparse_input", "auto"))
     if kind == "Sequential":
         return Sequential(*[build(c) for c in config["layers"]])
     if kind == "Linear":
         return Linear(config["in_features"], config["out_features"], config["bias"], init=config["init"],
-                      dtype=np.dtype(config["dtype"]))
+                      dtype=np.dtype(config["dtype"]), sparse_input=config.get("sparse_input", "auto"))
     simple = {"ReLU": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh}
     if kind in simple:
         return simple[kind]()

@@ -1,8 +1,11 @@
 """Backend selection: cpp (fastnn._core), numba, or numpy (the reference).
 
 Every backend module exposes the same kernel names and signatures (see
-numpy_backend). The active one is chosen from FASTNN_BACKEND (default cpp); a
-backend that cannot load falls back to the next, with a warning that says why.
+numpy_backend), and every kernel checks its arguments: _core in C++, the numpy
+and numba kernels through the one Python validator, backends.checks, with the
+same exceptions and messages. The active one is chosen from FASTNN_BACKEND
+(default cpp); a backend that cannot load falls back to the next, with a
+warning that says why.
 """
 import importlib
 import os
@@ -21,7 +24,11 @@ def load(name):
     if name not in NAMES:
         raise ValueError(f"backend must be one of {', '.join(NAMES)}, got {name!r}")
     if name not in _loaded:
-        _loaded[name] = importlib.import_module(f".{_MODULES[name]}", __name__)
+        module = importlib.import_module(f".{_MODULES[name]}", __name__)
+        if name != "cpp":  # _core checks its own arguments
+            from .checks import checked
+            module = checked(module)
+        _loaded[name] = module
         if name == "numba" and requested_threads is not None:
             set_numba_threads(requested_threads)
     return _loaded[name]

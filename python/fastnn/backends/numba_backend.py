@@ -89,10 +89,6 @@ if _CACHE_DIR is not None and not numba.core.config.CACHE_DIR:
     numba.core.config.CACHE_DIR = _CACHE_DIR
 
 NAME = "numba"
-# The label-taking kernels check label ranges themselves, and
-# softmax_cross_entropy checks all its arguments: F passes plain calls on
-# without checks of its own (see _check_softmax_cross_entropy).
-CHECKS_ARGUMENTS = True
 
 # Activations that linear() / linear_backward() can fuse. Their derivatives are
 # written in terms of the activation's output y, which the layer keeps.
@@ -525,25 +521,27 @@ def log_softmax(x, out=None):
 # (the output y for sigmoid/tanh/relu, the input x for leaky_relu/elu) and dy.
 # Kernels work on flat views (the arrays are C-contiguous).
 
-_A_SIGMOID, _A_TANH, _A_RELU, _A_LEAKY, _A_ELU = 0, 1, 2, 3, 4
+# The one activation code table of this backend: the elementwise kernels and
+# linear's fused epilogue and gradient pass all branch on these codes.
+_A_SIGMOID, _A_TANH, _A_RELU, _A_LEAKY, _A_ELU, _A_NONE = 0, 1, 2, 3, 4, 5
 
 
 @_jit
 def _act_fwd_k(x, out, code, a):
     # One loop per activation; `a` (slope / alpha) is used in x's dtype.
     af = x.dtype.type(a)
-    if code == 0:
+    if code == _A_SIGMOID:
         for i in range(out.size):
             out[i] = _vsigmoid(x[i])
-    elif code == 1:
+    elif code == _A_TANH:
         for i in range(out.size):
             out[i] = _vtanh(x[i])
-    elif code == 2:
+    elif code == _A_RELU:
         zero = x.dtype.type(0)
         for i in range(out.size):
             v = x[i]
             out[i] = zero if v < zero else v  # NaN passes, as in np.maximum
-    elif code == 3:
+    elif code == _A_LEAKY:
         for i in range(out.size):
             v = x[i]
             out[i] = v if v > 0 else v * af
@@ -566,19 +564,19 @@ def _act_bwd_k(v, dy, out, code, a):
     # arithmetic in its order, without FMA contraction: bit-identical results.
     af = dy.dtype.type(a)
     one = dy.dtype.type(1)
-    if code == 0:
+    if code == _A_SIGMOID:
         for i in range(out.size):
             y = v[i]
             out[i] = dy[i] * y * (one - y)
-    elif code == 1:
+    elif code == _A_TANH:
         for i in range(out.size):
             y = v[i]
             out[i] = dy[i] * (one - y * y)
-    elif code == 2:
+    elif code == _A_RELU:
         zero = dy.dtype.type(0)
         for i in range(out.size):
             out[i] = dy[i] if v[i] > 0 else zero
-    elif code == 3:
+    elif code == _A_LEAKY:
         for i in range(out.size):
             out[i] = dy[i] if v[i] > 0 else dy[i] * af
     else:
@@ -762,7 +760,6 @@ def cross_entropy_error(y, t):
     if n == 0:
         return float("nan")
     if t.ndim == 1:
-        _check_labels(t, y.shape[1])
         s = _cee_k(y, t, _empty(y.dtype, 2), True)
     else:
         s = _cee_k(y, _empty(np.int64), t, False)
@@ -772,7 +769,6 @@ def cross_entropy_error(y, t):
 def cross_entropy_error_backward(y, t):
     out = np.empty(y.shape, y.dtype)
     if t.ndim == 1:
-        _check_labels(t, y.shape[1])
         _cee_bwd_k(y, t, _empty(y.dtype, 2), True, out)
     else:
         _cee_bwd_k(y, _empty(np.int64), t, False, out)
@@ -894,16 +890,6 @@ def _ce_narrow_rows(x, labels, ls, scale, want_grad, grad, rows):
 
 
 @_jit
-def _first_bad_label(labels, c):
-    # The index of the first label outside [0, c), or -1. The kernels index
-    # rows by label without bounds checks, so they check first.
-    for i in range(labels.shape[0]):
-        if labels[i] < 0 or labels[i] >= c:
-            return i
-    return -1
-
-
-@_jit
 def _ce_row_losses(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
     # rows (and grad) for checked labels: short rows by the transposed kernel.
     if use_labels and x.shape[1] <= _NARROW_CLASSES:
@@ -912,27 +898,12 @@ def _ce_row_losses(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
         _ce_rows(x, labels, t, use_labels, ls, scale, want_grad, grad, rows)
 
 
-# The drivers return (total of the row losses, index of a bad label or -1).
-
-@_jit
-def _ce_serial(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
-    bad = _first_bad_label(labels, x.shape[1]) if use_labels else -1
-    if bad >= 0:
-        return 0.0, bad
-    _ce_row_losses(x, labels, t, use_labels, ls, scale, want_grad, grad, rows)
-    return _seq_sum(rows), -1
-
-
 @_jit(parallel=True)
 def _ce_par(x, labels, t, use_labels, ls, scale, want_grad, grad, rows, nchunks):
     n = x.shape[0]
-    bad = _first_bad_label(labels, x.shape[1]) if use_labels else -1
-    if bad >= 0:
-        return 0.0, bad
     for k in _prange(nchunks):
         lo, hi = _split(n, nchunks, k, 1)
         _ce_row_losses(x[lo:hi], labels[lo:hi], t[lo:hi], use_labels, ls, scale, want_grad, grad[lo:hi], rows[lo:hi])
-    return _seq_sum(rows), -1
 
 
 def _ce(logits, target, label_smoothing, scale, grad):
@@ -947,20 +918,11 @@ def _ce(logits, target, label_smoothing, scale, grad):
         grad = _empty(logits.dtype, 2)
     args = (logits, labels, t, use_labels, float(label_smoothing), float(scale), want_grad, grad, rows)
     nchunks = _chunks(logits.size, _PAR_MIN_ROWS) if n > 1 else 0
-    total, bad = _ce_par(*args, nchunks) if nchunks else _ce_serial(*args)
-    if bad >= 0:
-        _raise_bad_label(labels[bad], logits.shape[1])
-    return total, rows
-
-
-def _raise_bad_label(label, classes):
-    raise IndexError(f"target label {label} is out of range [0, {classes})")
-
-
-def _check_labels(labels, classes):
-    bad = _first_bad_label(labels, classes)
-    if bad >= 0:
-        _raise_bad_label(labels[bad], classes)
+    if nchunks:
+        _ce_par(*args, nchunks)
+    else:
+        _ce_row_losses(*args)
+    return _seq_sum(rows), rows
 
 
 def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
@@ -970,44 +932,9 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
     return _reduced(total, logits.shape[0], per, reduction)
 
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_LABEL_DTYPE = np.dtype(np.int64)
-
-
-def _check_plain_array(a, name, dtypes):
-    if type(a) is not np.ndarray or a.dtype not in dtypes:
-        raise TypeError(f"{name} must be a numpy array of dtype {' or '.join(map(str, dtypes))}")
-    flags = a.flags
-    if not (flags.c_contiguous and flags.aligned):
-        raise ValueError(f"{name} must be C-contiguous and aligned")
-
-
-def _check_softmax_cross_entropy(logits, target, reduction, label_smoothing, out):
-    # fastnn.functional hands plain calls straight to this backend
-    # (CHECKS_ARGUMENTS), as to _core: anything it would have to convert or
-    # refuse is refused here, and F then converts it or names the fault.
-    _check_plain_array(logits, "logits", _FLOAT_DTYPES)
-    if logits.ndim != 2 or logits.size == 0:
-        raise ValueError(f"logits must be a non-empty (N, C) array, got shape {logits.shape}")
-    _check_plain_array(target, "target", (_LABEL_DTYPE, logits.dtype))
-    if target.shape != (logits.shape if target.dtype == logits.dtype else logits.shape[:1]):
-        raise ValueError(f"target of shape {target.shape} does not match logits of shape {logits.shape}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if out is not None:
-        _check_plain_array(out, "out", (logits.dtype,))
-        if out.shape != logits.shape or not out.flags.writeable:
-            raise ValueError(f"out must be a writeable array of shape {logits.shape}")
-        if np.may_share_memory(out, logits) or np.may_share_memory(out, target):
-            raise ValueError("out must not share memory with logits or target")
-
-
 def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, out=None):
     # Returns (loss, dlogits); dlogits is the gradient of the reduced loss
     # ('none': of the sum of the row losses).
-    _check_softmax_cross_entropy(logits, target, reduction, label_smoothing, out)
     grad = np.empty_like(logits) if out is None else out
     total, rows = _ce(logits, target, label_smoothing, _reduction_scale(reduction, logits.shape[0]), grad)
     per = rows.astype(logits.dtype) if reduction not in ("mean", "sum") else None
@@ -1099,7 +1026,7 @@ def binary_cross_entropy_with_logits_backward(z, t, reduction="mean"):
 
 # ------------------------------------------------------------------------ linear
 
-_ACT_CODE = {"none": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+_ACT_CODE = {"none": _A_NONE, "relu": _A_RELU, "sigmoid": _A_SIGMOID, "tanh": _A_TANH}
 _GRAD_FROM_OUTPUT = {"relu": relu_backward, "sigmoid": sigmoid_backward, "tanh": tanh_backward}
 
 
@@ -1122,14 +1049,14 @@ def _bias_act_rows(z, b, has_b, code):
         if has_b:
             for j in range(c):
                 z[i, j] = z[i, j] + b[j]
-        if code == 1:
+        if code == _A_RELU:
             for j in range(c):
                 v = z[i, j]
                 z[i, j] = zero if v < zero else v
-        elif code == 2:
+        elif code == _A_SIGMOID:
             for j in range(c):
                 z[i, j] = _vsigmoid(z[i, j])
-        elif code == 3:
+        elif code == _A_TANH:
             for j in range(c):
                 z[i, j] = _vtanh(z[i, j])
 
@@ -1150,12 +1077,12 @@ def linear(x, W, b=None, activation="none", out=None):
         z = np.matmul(x, W, out=out)
     else:
         z = x @ W
-    if b is not None or code:
+    if b is not None or code != _A_NONE:
         if not z.flags.c_contiguous:
             z = np.ascontiguousarray(z)
         bb = b if b is not None else _empty(z.dtype)
         n = z.shape[0]
-        nchunks = _chunks(z.size, _PAR_MIN_TRANSCENDENTAL if code >= 2 else _PAR_MIN_ELEMENTWISE) if n > 1 else 0
+        nchunks = _chunks(z.size, _PAR_MIN_TRANSCENDENTAL if code in (_A_SIGMOID, _A_TANH) else _PAR_MIN_ELEMENTWISE) if n > 1 else 0
         if nchunks:
             _bias_act_par(z, bb, b is not None, code, nchunks)
         else:
@@ -1179,18 +1106,18 @@ def _act_grad_bias_cols(y, dy, dz, db, code, j0, j1):
         dbs[j] = 0.0
     for i in range(n):
         g_in = dy[i, j0:j1]
-        if code == 0:
+        if code == _A_NONE:
             for j in range(w):
                 dbs[j] += g_in[j]
         else:
             y_in = y[i, j0:j1]
             g_out = dz[i, j0:j1]
-            if code == 1:
+            if code == _A_RELU:
                 for j in range(w):
                     g = g_in[j] if y_in[j] > 0 else zero
                     g_out[j] = g
                     dbs[j] += g
-            elif code == 2:
+            elif code == _A_SIGMOID:
                 for j in range(w):
                     v = y_in[j]
                     g = g_in[j] * v * (one - v)
@@ -1216,8 +1143,8 @@ def linear_backward(x, W, dy, y=None, activation="none", need_dx=True,
     # x (N, in), W (in, out), dy (N, out) = dL/d(act output); y is that output,
     # needed when an activation was fused. Returns (dx or None, dW, db); with
     # x_activation, x is that activation's output and dx goes through it.
-    code = _ACT_CODE.get(activation, 3)  # the reference treats any other name as tanh
-    if code:
+    code = _ACT_CODE[activation]
+    if code != _A_NONE:
         dz = np.empty(dy.shape, dy.dtype)
         args = (y, dy, dz)
     else:
@@ -1241,57 +1168,50 @@ def linear_backward(x, W, dy, y=None, activation="none", need_dx=True,
     return dx, dW, db
 
 
+# No block-sparse product here: the dense one serves sparse_input=False too.
+BLOCK_SPARSE = False
+dense_linear = linear
+dense_linear_backward = linear_backward
+
+
 @_jit
 def _gather_k(x, index, out):
-    # out[k] = x[index[k]] for 2-D views. Negative indices count from the end,
-    # as in NumPy. Returns the first k whose index is out of range, or -1.
-    n, d = x.shape
+    # out[k] = x[index[k]] for 2-D views (index checked to be in range).
+    d = x.shape[1]
     for k in range(index.shape[0]):
-        r = index[k]
-        if r < 0:
-            r += n
-        if r < 0 or r >= n:
-            return k
-        src = x[r]
+        src = x[index[k]]
         dst = out[k]
         for j in range(d):
             dst[j] = src[j]
-    return -1
 
 
 @_jit(parallel=True)
-def _gather_par(x, index, out, status):
-    nchunks = status.size
+def _gather_par(x, index, out, nchunks):
     for k in _prange(nchunks):
         lo, hi = _split(index.shape[0], nchunks, k, 1)
-        bad = _gather_k(x, index[lo:hi], out[lo:hi])
-        status[k] = bad + lo if bad >= 0 else -1
+        _gather_k(x, index[lo:hi], out[lo:hi])
 
 
 def gather_rows(x, index, out=None):
     # x (N, ...) and index (B,) -> x[index] (B, ...): one mini-batch.
     shape = (index.shape[0],) + x.shape[1:]
-    if (out is not None and out.dtype == x.dtype and out.shape == shape
-            and out.flags.c_contiguous and out.flags.writeable):
-        res = out
-    else:
-        res = np.empty(shape, x.dtype)
+    res = np.empty(shape, x.dtype) if out is None else out
     if res.size == 0:
-        return _finish(out, res)
+        return res
     # Rows are copied as bytes, so every dtype (float16, big-endian, ...) works alike.
     x2 = x.reshape(x.shape[0], -1).view(np.uint8)
     r2 = res.reshape(shape[0], -1).view(np.uint8)
     nchunks = _chunks(r2.size, _PAR_MIN_GATHER) if shape[0] > 1 else 0
     if nchunks:
-        status = np.empty(nchunks, np.int64)
-        _gather_par(x2, index, r2, status)
-        failed = status[status >= 0]
-        bad = int(failed[0]) if failed.size else -1
+        _gather_par(x2, index, r2, nchunks)
     else:
-        bad = _gather_k(x2, index, r2)
-    if bad >= 0:
-        raise IndexError("index %d is out of bounds for axis 0 with size %d" % (index[bad], x.shape[0]))
-    return _finish(out, res)
+        _gather_k(x2, index, r2)
+    return res
+
+
+def prefetch_rows(x, index):
+    # A hint that x[index] is gathered next; only the cpp backend acts on it.
+    pass
 
 
 # -------------------------------------------------------------- optimizer steps

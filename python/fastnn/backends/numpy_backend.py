@@ -1,19 +1,16 @@
 """The reference backend: textbook-plain NumPy, numerically stable.
 
 Every backend (numpy, numba, cpp) exposes these same names with these same
-signatures; `fastnn.functional` validates arguments once and then calls them,
-so a kernel here may assume C-contiguous float32/float64 arrays of agreeing
-shapes and dtypes, and int64 labels already checked to lie in [0, C).
+signatures. `fastnn.backends.load` puts each kernel of this module behind its
+check in backends.checks (the same checks as _core's), so a kernel here may
+assume C-contiguous float32/float64 arrays of agreeing shapes and dtypes, and
+int64 labels in [0, C).
 
 Shapes: x, logits are (N, C); labels are (N,) int64; W is (in, out).
 """
 import numpy as np
 
 NAME = "numpy"
-# Whether the backend checks label ranges in its label-taking kernels and every
-# argument of softmax_cross_entropy, so that fastnn.functional can hand it plain
-# calls without checks of its own. This reference relies on F's checks.
-CHECKS_ARGUMENTS = False
 
 # Activations that linear() / linear_backward() can fuse. Their derivatives are
 # written in terms of the activation's output y, which the layer keeps.
@@ -31,12 +28,16 @@ def _put(out, value):
 
 def softmax(x, out=None):
     # (N, C) -> (N, C); subtracting the row max keeps exp() from overflowing.
+    if x.shape[1] == 0:
+        return _put(out, x.copy())
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return _put(out, e / e.sum(axis=1, keepdims=True))
 
 
 def log_softmax(x, out=None):
     # (N, C) -> (N, C); log-sum-exp, never log(softmax) which underflows to -inf.
+    if x.shape[1] == 0:
+        return _put(out, x.copy())
     shifted = x - x.max(axis=1, keepdims=True)
     return _put(out, shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))
 
@@ -104,7 +105,7 @@ _ACTIVATION = {"none": lambda z: z, "relu": relu, "sigmoid": sigmoid, "tanh": ta
 
 def _reduce(per_element, reduction):
     if reduction == "mean":
-        return float(per_element.mean()) if per_element.size else float("nan")
+        return float(per_element.mean())
     if reduction == "sum":
         return float(per_element.sum())
     return per_element
@@ -230,11 +231,22 @@ def linear_backward(x, W, dy, y=None, activation="none", need_dx=True,
     return dx, dW, db
 
 
+# No block-sparse product here: the dense one serves sparse_input=False too.
+BLOCK_SPARSE = False
+dense_linear = linear
+dense_linear_backward = linear_backward
+
+
 def gather_rows(x, index, out=None):
     # x (N, ...) and index (B,) -> x[index] (B, ...): one mini-batch.
     if out is None:
         return x[index]
     return np.take(x, index, axis=0, out=out)
+
+
+def prefetch_rows(x, index):
+    # A hint that x[index] is gathered next; only the cpp backend acts on it.
+    pass
 
 
 # -------------------------------------------------------------- optimizer steps
