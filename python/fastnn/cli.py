@@ -273,8 +273,6 @@ def _resolve_args(args):
     for key, default in DEFAULTS.items():
         value = getattr(args, key)
         settings[key] = value if value is not None else saved.get(key, default)
-    settings["data"] = args.data if args.data is not None else saved.get("data")
-    settings["label_column"] = args.label_column if args.label_column is not None else saved.get("label_column")
     if checkpoint is not None and settings["schedule"] == "onecycle" and settings["epochs"] != saved.get("epochs"):
         raise CLIError(f"--resume {args.resume}: cannot resume a one-cycle schedule planned for "
                        f"{saved.get('epochs')} epochs with --epochs {settings['epochs']}: the cycle's length is "
