@@ -8,15 +8,22 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 
 from . import __version__
 from .recipe import DEFAULTS, OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 
 EPILOG = """examples:
-  fastnn train --epochs 4 --out runs/mnist       # MNIST; writes runs/mnist/{model.npz,metrics.json,curves.png}
-  fastnn train --data mine.csv --label-column species --out runs/mine && fastnn predict runs/mine/model.npz new.csv
+  fastnn train --epochs 4 --out runs/mnist     # MNIST: runs/mnist/{model.npz,metrics.json,curves.png}
+  fastnn train --data mine.csv --label-column species --out runs/mine && \\
+    fastnn predict runs/mine/model.npz new.csv  # your data; writes new.predictions.csv
 """
+
+
+def _paragraph(text):
+    """text wrapped to the terminal's usual width (the raw formatter keeps the epilog's layout)."""
+    return textwrap.fill(" ".join(text.split()), 79)
 
 
 class CLIError(Exception):
@@ -121,10 +128,10 @@ def _data_options(p, what, dataset_help):
 def _train_parser(sub):
     p = sub.add_parser(
         "train", help="train an MLP and write model.npz, metrics.json and curves.png into --out",
-        description="Train an MLP on MNIST, Fashion-MNIST or your own data (--data). Writes model.npz "
+        description=_paragraph("Train an MLP on MNIST, Fashion-MNIST or your own data (--data). Writes model.npz "
                     "(the checkpoint), metrics.json (history, test accuracy, settings) and curves.png "
                     "(loss and accuracy per epoch) into --out. Settings not given come from --resume's "
-                    "checkpoint, then from the defaults.",
+                    "checkpoint, then from the defaults."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _data_options(p, "train on", f"built-in dataset (default: {DEFAULTS['dataset']})")
     p.add_argument("--hidden", type=hidden_sizes,
@@ -159,11 +166,12 @@ def _train_parser(sub):
 def _predict_parser(sub):
     p = sub.add_parser(
         "predict", help="write the predicted class of every sample in FILE",
-        description="Predict the class of every sample (row) in FILE with a model.npz written by `fastnn train`. "
-                    "FILE is an .npy array of features, or a CSV of feature columns (a label column, if the file "
-                    "has one more column than the model has inputs, is left out). Writes one label per sample: "
-                    "an .npy for .npy input, else a CSV with a 'prediction' column; to --out, or by default "
-                    "beside FILE as FILE.predictions.npy / .csv.",
+        description=_paragraph(
+            "Predict the class of every sample (row) in FILE with a model.npz written by `fastnn train`. "
+            "FILE is an .npy array of features, or a CSV of feature columns (a label column, if the file "
+            "has one more column than the model has inputs, is left out). Writes one label per sample: "
+            "an .npy for .npy input, else a CSV with a 'prediction' column; to --out, or by default "
+            "beside FILE as FILE.predictions.npy / .csv."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=existing_file, metavar="MODEL.npz", help="a checkpoint written by fastnn train")
     p.add_argument("file", type=existing_file, metavar="FILE", help="the samples: .npy or .csv")
@@ -177,9 +185,9 @@ def _predict_parser(sub):
 def _evaluate_parser(sub):
     p = sub.add_parser(
         "evaluate", help="print a model's test accuracy and loss",
-        description="Print the test accuracy and mean cross-entropy loss of a model.npz written by `fastnn "
+        description=_paragraph("Print the test accuracy and mean cross-entropy loss of a model.npz written by `fastnn "
                     "train`: on the test split of the dataset it was trained on, or on --data (its x_test, "
-                    "y_test; an .npz without them, or a CSV, is used whole). Writes nothing.",
+                    "y_test; an .npz without them, or a CSV, is used whole). Writes nothing."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=existing_file, metavar="MODEL.npz", help="a checkpoint written by fastnn train")
     _data_options(p, "test on", "built-in dataset to test on (default: the one the model was trained on)")

@@ -212,6 +212,6 @@ def encode_labels(classes, y, path, name):
     index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
     unknown = np.flatnonzero(classes[index] != y)
     if unknown.size:
-        raise DataFileError(f"{path}: {name} has label {y[unknown[0]].item()!r} (sample {unknown[0]}), which is not one "
-                            f"of the model's {len(classes)} classes")
+        raise DataFileError(f"{path}: {name} has label {y[unknown[0]].item()!r} (sample {unknown[0]}), which is "
+                            f"not one of the model's {len(classes)} classes")
     return index.astype(np.int64)
