@@ -13,10 +13,9 @@
 #   FASTNN_SANITIZE_CMAKE_ARGS  extra cmake arguments, e.g. to silence one check while
 #                     looking for others: "-DFASTNN_SANITIZE_EXTRA_FLAGS=-fno-sanitize=shift-base"
 #
-# Works on a fresh clone after `pip install '.[test]'`: pybind11, cmake and
-# ninja (build-time only requirements) are pip-installed into that Python's
-# environment when missing. Python is not itself instrumented, so the ASan
-# runtime is LD_PRELOADed and leak detection is off (CPython keeps memory
+# Works on a fresh clone after `pip install '.[test]'`: scripts/build_core.sh
+# builds _core and installs its build-time tools when missing. Python is not
+# itself instrumented, so the ASan runtime is LD_PRELOADed and leak detection is off (CPython keeps memory
 # until exit by design).
 set -euo pipefail
 
@@ -28,23 +27,6 @@ START=$(date +%s)
 
 log() { echo "sanitize.sh: $*" >&2; }
 
-# ---------------------------------------------------------------- tools
-if ! "$PYTHON" -c "import pybind11" 2>/dev/null; then
-  log "installing pybind11 (a build requirement) into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
-  "$PYTHON" -m pip install --quiet "pybind11>=2.12"
-fi
-PY_BIN="$(dirname "$PYTHON")"
-export PATH="$PATH:$PY_BIN"
-if ! command -v cmake >/dev/null 2>&1; then
-  log "installing cmake from PyPI"
-  "$PYTHON" -m pip install --quiet cmake
-fi
-GENERATOR="Ninja"
-if ! command -v ninja >/dev/null 2>&1; then
-  "$PYTHON" -m pip install --quiet ninja || GENERATOR="Unix Makefiles"
-fi
-command -v ninja >/dev/null 2>&1 || GENERATOR="Unix Makefiles"
-
 ASAN_LIB="$(g++ -print-file-name=libasan.so)"
 if [ ! -e "$ASAN_LIB" ] || [ "$ASAN_LIB" = "libasan.so" ]; then
   log "cannot find the ASan runtime (g++ -print-file-name=libasan.so gave '$ASAN_LIB')"
@@ -52,33 +34,11 @@ if [ ! -e "$ASAN_LIB" ] || [ "$ASAN_LIB" = "libasan.so" ]; then
 fi
 
 # ---------------------------------------------------------------- build
-PYBIND11_DIR="$("$PYTHON" -m pybind11 --cmakedir)"
-if [ ! -f "$BUILD/CMakeCache.txt" ] || ! grep -q "FASTNN_SANITIZE:BOOL=ON" "$BUILD/CMakeCache.txt" \
-    || ! grep -qF "$PYTHON" "$BUILD/CMakeCache.txt"; then
-  rm -rf "$BUILD"
-  # shellcheck disable=SC2086
-  cmake -S "$ROOT" -B "$BUILD" -G "$GENERATOR" -DFASTNN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -Dpybind11_DIR="$PYBIND11_DIR" -DPython_EXECUTABLE="$PYTHON" -DSKBUILD_PROJECT_VERSION=0.0.0+asan \
-    ${FASTNN_SANITIZE_CMAKE_ARGS:-} >/dev/null
-fi
-cmake --build "$BUILD" --target _core -j 2
-SO="$(ls "$BUILD"/_core*.so | head -n 1)"
+# shellcheck disable=SC2086
+PKG="$(PYTHON="$PYTHON" bash "$ROOT/scripts/build_core.sh" "$BUILD" -DFASTNN_SANITIZE=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo ${FASTNN_SANITIZE_CMAKE_ARGS:-} | tail -n 1)"
 BUILT=$(date +%s)
-log "built $SO in $((BUILT - START)) s"
-
-# ------------------------------------------- a package that imports the sanitized .so
-# A stable path (not mktemp) so that numba's on-disk cache, keyed by source
-# path and mtime, stays valid between runs.
-PKG="$BUILD/pkg"
-mkdir -p "$PKG/fastnn"
-if command -v rsync >/dev/null 2>&1; then
-  rsync -a --delete --exclude '_core*.so' --exclude '__pycache__' "$ROOT/python/fastnn/" "$PKG/fastnn/"
-else
-  find "$PKG/fastnn" -mindepth 1 -maxdepth 1 ! -name __pycache__ -exec rm -rf {} +
-  (cd "$ROOT/python/fastnn" && tar cf - --exclude '_core*.so' --exclude __pycache__ .) | (cd "$PKG/fastnn" && tar xpf -)
-fi
-rm -f "$PKG"/fastnn/_core*.so
-cp "$SO" "$PKG/fastnn/"
+log "built in $((BUILT - START)) s"
 
 # ---------------------------------------------------------------- tests
 if [ "$#" -eq 0 ]; then

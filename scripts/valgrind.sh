@@ -10,6 +10,9 @@
 # Leaks and errors entirely inside CPython, NumPy or libgomp are counted but
 # not judged here. The full log is kept (path printed at the end).
 #
+# _core is built for this run by scripts/build_core.sh (RelWithDebInfo, so
+# that stacks name fastnn's C++ frames) into $FASTNN_VALGRIND_DIR/core.
+#
 #   PYTHON=.venv/bin/python scripts/valgrind.sh
 set -euo pipefail
 
@@ -77,6 +80,9 @@ for dt in (np.float32, np.float64):
                 pass
 print("kernels done")
 EOF
+
+PKG="$(PYTHON="$PYTHON" bash "$ROOT/scripts/build_core.sh" "$OUT/core" -DCMAKE_BUILD_TYPE=RelWithDebInfo | tail -n 1)"
+export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
 
 cd "$ROOT"
 START=$(date +%s)

@@ -93,7 +93,9 @@ def load(path):
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ValueError(f"{path} is not a readable fastnn checkpoint (truncated or not an .npz file): {exc}") from None
+        # numpy's advice for pickled files (load them unsafely) is not advice for a checkpoint.
+        detail = "" if "pickle" in str(exc) else f": {exc}"
+        raise ValueError(f"{path} is not a readable fastnn checkpoint (truncated or not an .npz file){detail}") from None
     if "__fastnn__" not in arrays or str(arrays["__fastnn__"]) != FORMAT:
         raise ValueError(f"{path} is not a fastnn checkpoint (no '{FORMAT}' marker)")
     try:

@@ -7,7 +7,7 @@ accuracy: a short one-cycle schedule with label smoothing.
 DEFAULTS = {
     "dataset": "mnist", "hidden": "256,128", "activation": "relu", "epochs": 2, "batch_size": 128,
     "optimizer": "adam", "lr": 1e-2, "schedule": "onecycle", "label_smoothing": 0.1, "dropout": 0.0, "seed": 0,
-    "limit": None,
+    "limit": None, "data": None, "label_column": None,
 }
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
