@@ -1394,7 +1394,7 @@ def test_nan_and_inf_propagate(any_backend):
 
 # ------------------------------------------------------------------ ISA paths
 
-ISAS = ("generic", "avx2", "avx512")
+ISAS = ("generic", "avx2", "avx512", "avx512_bf16")
 
 
 def run_isa_checks(log):

@@ -15,7 +15,7 @@ import pytest
 core = pytest.importorskip("fastnn._core")
 
 BLOCK = 4  # lines per block (kSparseBlockLines)
-ISAS = ["generic", "avx2", "avx512"]
+ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]
 
 
 def sparse_matrix(rng, shape, density, dtype=np.float32):
