@@ -30,6 +30,8 @@ def _train_parser(sub):
     p.add_argument("--seed", type=int, help=f"seed for weights and shuffling (default: {DEFAULTS['seed']})")
     p.add_argument("--backend", choices=["cpp", "numba", "numpy"], help="kernel backend (default: cpp)")
     p.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
+    p.add_argument("--matmul-precision", dest="matmul_precision", choices=["highest", "high", "medium"],
+                   help="float32 matmul precision, as fastnn.set_float32_matmul_precision (default: highest)")
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this model.npz")
     p.add_argument("--limit", type=int, help="train on the first N training samples only (a quick smoke run)")
@@ -101,6 +103,8 @@ def cmd_train(args):
         fastnn.set_backend(args.backend)
     if args.threads:
         fastnn.set_num_threads(args.threads)
+    if args.matmul_precision:
+        fastnn.set_float32_matmul_precision(args.matmul_precision)
     settings, checkpoint = _resolve_args(args)
     os.makedirs(args.out, exist_ok=True)
 
