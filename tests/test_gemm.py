@@ -19,7 +19,7 @@ from conftest import need
 
 core = need("fastnn._core")
 
-ISAS = ["generic", "avx2", "avx512"]
+ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]
 SIZES = [1, 7, 16, 33, 257, 1000]
 
 

@@ -10,7 +10,7 @@ import fastnn.functional as F
 from fastnn import nn
 
 PUBLIC_MODULES = ("fastnn", "fastnn.functional", "fastnn.nn", "fastnn.optim", "fastnn.optim.lr_scheduler",
-                  "fastnn.datasets", "fastnn.train", "fastnn.checkpoint")
+                  "fastnn.datasets", "fastnn.train", "fastnn.checkpoint", "fastnn.sklearn", "fastnn.gradient_check")
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

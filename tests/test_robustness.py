@@ -55,7 +55,8 @@ ARRAY_ROLES = (IN, OUT, IO, LAB)
 DIMS = {"N": 5, "C": 7, "K": 3}
 
 # Functions that are information only (no arguments).
-INFO_FUNCTIONS = ("version", "compiler", "isa", "cpu_isa", "pool_workers", "num_threads")
+INFO_FUNCTIONS = ("version", "compiler", "isa", "cpu_isa", "pool_workers", "num_threads", "has_bf16",
+                  "matmul_precision")
 
 
 class Builder:
@@ -226,6 +227,7 @@ def _spec_table():
                         ("maximize", BOOL, False)]),
     ]
     S["set_num_threads"] = [("", lambda b: [("n", INT, 2)])]
+    S["set_matmul_precision"] = [("", lambda b: [("precision", STR, "highest")])]
     for name in INFO_FUNCTIONS:
         S[name] = [("", lambda b: [])]
     return S
@@ -603,6 +605,8 @@ def run_core_category(category, log):
                                 failures.append(f"_core.{tag}: raised {_describe_exc(exc)}")
                                 continue
                             finally:
+                                if name == "set_matmul_precision":
+                                    _core.set_matmul_precision("highest")
                                 if name == "set_num_threads":
                                     # a kernel must still run with whatever thread count was accepted
                                     try:
@@ -1385,7 +1389,7 @@ def test_nan_and_inf_propagate(any_backend):
 
 # ------------------------------------------------------------------ ISA paths
 
-ISAS = ("generic", "avx2", "avx512")
+ISAS = ("generic", "avx2", "avx512", "avx512_bf16")
 
 
 def run_isa_checks(log):

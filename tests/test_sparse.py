@@ -17,7 +17,7 @@ from conftest import need
 core = need("fastnn._core")
 
 BLOCK = 4  # lines per block (kSparseBlockLines)
-ISAS = ["generic", "avx2", "avx512"]
+ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]
 
 
 def sparse_matrix(rng, shape, density, dtype=np.float32):

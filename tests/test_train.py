@@ -409,9 +409,9 @@ def _cli_info(env):
 def test_cli_info_reports_what_is_in_use():
     from fastnn import _core
     info = _cli_info({"FASTNN_NUM_THREADS": "1"})
-    assert set(info) == {"version", "backend", "isa", "cpu_isa", "threads", "openmp", "compiler"}
+    assert set(info) == {"version", "backend", "isa", "cpu_isa", "threads", "compiler", "matmul_precision", "bf16"}
     assert info["version"] == fastnn.__version__
-    assert info["backend"] == "cpp" and info["threads"] == "1" and info["openmp"] == "True"
+    assert info["backend"] == "cpp" and info["threads"] == "1" and info["matmul_precision"] == "highest"
     assert info["cpu_isa"] == _core.cpu_isa() and info["isa"] == info["cpu_isa"]  # the best path by default
     assert info["compiler"] == _core.compiler() and info["compiler"] not in ("", "None")
     default_threads = int(_cli_info({})["threads"])

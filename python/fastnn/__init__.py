@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = ["info", "backend", "set_backend", "set_num_threads", "functional", "nn", "optim", "datasets",
            "Trainer", "MLPClassifier", "MLPRegressor", "save", "load", "__version__",
-           "gradcheck", "numerical_gradient"]
+           "gradcheck", "numerical_gradient", "set_float32_matmul_precision", "get_float32_matmul_precision"]
 
 # Public names defined in submodules, imported on first use so that
 # `import fastnn` stays quick (no plotting or progress-bar imports).
@@ -80,8 +80,47 @@ def set_num_threads(n):
         backends.set_numba_threads(n)
 
 
+_MATMUL_PRECISIONS = ("highest", "high", "medium")
+# The setting when _core cannot load (the C++ kernels keep their own otherwise).
+_matmul_precision = "highest"
+
+
+def set_float32_matmul_precision(precision):
+    """How float32 matmuls (matmul, linear, linear_backward) may round, with
+    PyTorch's names and meanings; process-wide, seen by every thread.
+
+    "highest" (the default): float32 math.
+    "high": the same as "highest" here -- PyTorch's "high" (TF32, or bf16x3)
+        needs hardware that pays for it, and a CPU has nothing between the two.
+    "medium": the C++ kernels round the inputs of each product to bfloat16
+        (round to nearest even) and accumulate in float32, twice as fast where
+        the CPU has AVX512_BF16 (see info()["bf16"]); elsewhere they keep
+        float32 math. Parameters, gradients and optimizer state stay float32,
+        a mostly-zero first-layer input keeps its float32 sparse product, and
+        float64 is never rounded. The numba and numpy backends keep float32
+        math in every setting.
+    """
+    global _matmul_precision
+    if not isinstance(precision, str):
+        raise TypeError(f"precision must be a str, got {type(precision).__name__}")
+    if precision not in _MATMUL_PRECISIONS:
+        raise ValueError(f"precision must be 'highest', 'high' or 'medium', got {precision!r}")
+    core = _core_or_none()
+    if core is not None:
+        core.set_matmul_precision(precision)
+    _matmul_precision = precision
+
+
+def get_float32_matmul_precision():
+    """The setting of set_float32_matmul_precision: 'highest', 'high' or 'medium'."""
+    core = _core_or_none()
+    return core.matmul_precision() if core is not None else _matmul_precision
+
+
 def info():
-    """What fastnn runs on: version, backend, isa, threads, compiler."""
+    """What fastnn runs on: version, backend, isa, threads, compiler, the
+    float32 matmul precision, and whether bf16 matmuls run ("bf16": the CPU
+    has AVX512_BF16 and FASTNN_ISA does not cap it off)."""
     core = _core_or_none()
     name = backend()
     if name == "numba":
@@ -96,13 +135,15 @@ def info():
         "cpu_isa": core.cpu_isa() if core is not None else None,
         "threads": threads,
         "compiler": core.compiler() if core is not None else None,
+        "matmul_precision": get_float32_matmul_precision(),
+        "bf16": core.has_bf16() if core is not None else False,
     }
 
 
 def _apply_environment():
     isa = _os.environ.get("FASTNN_ISA")
-    if isa is not None and isa not in ("avx512", "avx2", "generic"):
-        _warnings.warn(f"fastnn: FASTNN_ISA={isa!r} is not one of avx512, avx2, generic; ignored",
+    if isa is not None and isa not in ("avx512_bf16", "avx512", "avx2", "generic"):
+        _warnings.warn(f"fastnn: FASTNN_ISA={isa!r} is not one of avx512_bf16, avx512, avx2, generic; ignored",
                       RuntimeWarning, stacklevel=3)
     threads = _os.environ.get("FASTNN_NUM_THREADS")
     if threads:

@@ -16,9 +16,18 @@ Array = np.ndarray
 def version() -> str: ...
 def compiler() -> str: ...
 def isa() -> str:
-    """The instruction set in use: 'avx512', 'avx2' or 'generic' (FASTNN_ISA caps it)."""
+    """The instruction set in use: 'avx512_bf16', 'avx512', 'avx2' or 'generic' (FASTNN_ISA caps it)."""
 def cpu_isa() -> str:
     """The best instruction set this CPU supports."""
+def has_bf16() -> bool:
+    """Whether float32 matmuls round to bf16 in 'medium' precision: the CPU has
+    AVX512_BF16 and FASTNN_ISA does not cap it off."""
+def matmul_precision() -> str:
+    """The process-wide float32 matmul precision: 'highest' (default), 'high' or 'medium'."""
+def set_matmul_precision(precision: str) -> None:
+    """'highest' and 'high': float32 math. 'medium': matmul, linear and
+    linear_backward round float32 inputs to bf16 and accumulate in float32
+    (where has_bf16()); float64 is never rounded. ValueError for other values."""
 def num_threads() -> int:
     """Threads parallel kernels may use together, the calling thread included."""
 def pool_workers() -> int:

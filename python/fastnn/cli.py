@@ -154,6 +154,8 @@ def _train_parser(sub):
                    help=f"dropout after each hidden activation, in [0, 1) (default: {DEFAULTS['dropout']:g})")
     p.add_argument("--seed", type=non_negative_int,
                    help=f"seed for weights and shuffling (default: {DEFAULTS['seed']})")
+    p.add_argument("--matmul-precision", dest="matmul_precision", choices=["highest", "high", "medium"],
+                   help="float32 matmul precision, as fastnn.set_float32_matmul_precision (default: highest)")
     _common(p)
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     p.add_argument("--resume", type=existing_file, metavar="CHECKPOINT",
@@ -220,6 +222,8 @@ def _apply_runtime_options(args):
         fastnn.set_backend(args.backend)
     if getattr(args, "threads", None):
         fastnn.set_num_threads(args.threads)
+    if getattr(args, "matmul_precision", None):
+        fastnn.set_float32_matmul_precision(args.matmul_precision)
 
 
 def _load_checkpoint(path, flag):

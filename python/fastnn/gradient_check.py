@@ -11,6 +11,9 @@ import numbers
 import numpy as np
 
 
+__all__ = ["numerical_gradient", "gradcheck"]
+
+
 def numerical_gradient(f, x, eps=1e-4):
     """d f(x) / d x by central differences, (f(x + eps) - f(x - eps)) / (2 eps)
     for every element of x in turn; eps=1e-4 is the textbook's h.

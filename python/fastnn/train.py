@@ -19,7 +19,7 @@ from . import nn
 from . import optim as optim_module
 from . import sparse_input
 
-__all__ = ["Trainer", "MLPClassifier", "HISTORY_KEYS"]
+__all__ = ["Trainer", "HISTORY_KEYS"]
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 

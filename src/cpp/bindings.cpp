@@ -537,6 +537,20 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa", [] { return std::string(fastnn::isa_name(fastnn::active_isa())); });
   m.def("cpu_isa", [] { return std::string(fastnn::isa_name(fastnn::cpu_isa())); });
   m.def("pool_workers", &fastnn::pool_workers);
+  m.def("has_bf16", [] { return fastnn::isa_kernels().gemm_bf16 != nullptr; });
+  m.def("matmul_precision", [] {
+    switch (fastnn::matmul_precision()) {
+      case fastnn::MatmulPrecision::medium: return std::string("medium");
+      case fastnn::MatmulPrecision::high: return std::string("high");
+      default: return std::string("highest");
+    }
+  });
+  m.def("set_matmul_precision", [](const std::string& precision) {
+    if (precision == "highest") fastnn::set_matmul_precision(fastnn::MatmulPrecision::highest);
+    else if (precision == "high") fastnn::set_matmul_precision(fastnn::MatmulPrecision::high);
+    else if (precision == "medium") fastnn::set_matmul_precision(fastnn::MatmulPrecision::medium);
+    else throw py::value_error("precision must be 'highest', 'high' or 'medium', got '" + precision + "'");
+  }, py::arg("precision"));
   m.def("num_threads", &fastnn::num_threads);
   m.def("set_num_threads", [](int n) {
     if (n < 1 || n > fastnn::kMaxThreads)

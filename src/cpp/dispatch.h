@@ -4,13 +4,15 @@
 // compiled once per instruction set, each copy in its own namespace
 // fastnn::<isa> (see FASTNN_ISA_SOURCES in CMakeLists.txt). At first use the best
 // set this CPU supports is picked, capped by the FASTNN_ISA environment variable
-// (avx512 | avx2 | generic), and every call goes through that table.
+// (avx512_bf16 | avx512 | avx2 | generic), and every call goes through that table.
+// avx512_bf16 is the avx512 table plus a GEMM on bfloat16 panels, which float32
+// matmuls take in "medium" precision (set_matmul_precision).
 #pragma once
 #include "common.h"
 
 namespace fastnn {
 
-enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
 
 // C[M,N] = act(op(A)[M,K] @ op(B)[K,N] + (accumulate ? C : 0) + bias[N])
 // op(A) is A (M,K) with row stride lda, or, with trans_a, A stored as (K,M).
@@ -174,6 +176,9 @@ struct IsaKernels {
   FASTNN_SPARSE_SIGNATURES(double, f64)
   FASTNN_OPTIM_SIGNATURES(float, f32)
   FASTNN_OPTIM_SIGNATURES(double, f64)
+  // float32 GEMM with inputs rounded to bf16, float32 accumulation; null
+  // where the CPU (or the FASTNN_ISA cap) has no AVX512_BF16.
+  void (*gemm_bf16)(const GemmArgs<float>&);
 };
 
 // The table picked for this process (CPUID capped by FASTNN_ISA), chosen once.
@@ -183,8 +188,20 @@ const char* isa_name(Isa isa);
 // Best instruction set this CPU supports, ignoring FASTNN_ISA.
 Isa cpu_isa();
 
+// torch.set_float32_matmul_precision's levels: "highest" is float32 math;
+// "medium" lets float32 GEMMs round their inputs to bf16 (where the CPU has
+// it); "high" is "highest" here, as nothing between the two pays on a CPU.
+enum class MatmulPrecision : int { highest = 0, high = 1, medium = 2 };
+// One process-wide setting, read by each GEMM call.
+MatmulPrecision matmul_precision();
+void set_matmul_precision(MatmulPrecision p);
+
 // Typed front doors, so that callers write gemm(args) for float and double alike.
-inline void gemm(const GemmArgs<float>& a) { isa_kernels().gemm_f32(a); }
+inline void gemm(const GemmArgs<float>& a) {
+  const IsaKernels& k = isa_kernels();
+  if (k.gemm_bf16 != nullptr && matmul_precision() == MatmulPrecision::medium) k.gemm_bf16(a);
+  else k.gemm_f32(a);
+}
 inline void gemm(const GemmArgs<double>& a) { isa_kernels().gemm_f64(a); }
 inline void elementwise(const ElementwiseArgs<float>& a) { isa_kernels().elementwise_f32(a); }
 inline void elementwise(const ElementwiseArgs<double>& a) { isa_kernels().elementwise_f64(a); }
@@ -250,3 +267,4 @@ FASTNN_OPTIM_FRONT_DOORS(double, f64)
 FASTNN_DECLARE_ISA_KERNELS(generic)
 FASTNN_DECLARE_ISA_KERNELS(avx2)
 FASTNN_DECLARE_ISA_KERNELS(avx512)
+namespace fastnn { namespace avx512_bf16 { void gemm_bf16(const GemmArgs<float>&); } }

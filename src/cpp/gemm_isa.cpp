@@ -1,5 +1,6 @@
 // GEMM kernels, compiled once per instruction set (see fastnn_add_isa in
-// CMakeLists.txt): FASTNN_ISA_NS is generic (SSE2), avx2 (AVX2+FMA) or avx512.
+// CMakeLists.txt): FASTNN_ISA_NS is generic (SSE2), avx2 (AVX2+FMA), avx512, or
+// avx512_bf16, whose copy holds only the bfloat16 GEMM.
 //
 //   C[M,N] = act(op(A) @ op(B) + (accumulate ? C : 0) + bias[N]) [* gate_act'(gate)]
 //
@@ -23,12 +24,17 @@
 //    activation (relu in registers; sigmoid/tanh a vectorised pass over the
 //    tile) or the gate (in registers); earlier K blocks accumulate into C.
 //    With accumulate == false C is written before it is ever read.
-//  * OpenMP: C is cut into a tm x tn grid of MR/NR-aligned blocks, one per
+//  * Threads: C is cut into a tm x tn grid of MR/NR-aligned blocks, one per
 //    thread, each thread packing its own operands (no barriers). The grid is
 //    picked to minimise per-thread work incl. packing, so M=128 still keeps
 //    two threads busy by splitting N.
 //  * Packing buffers are thread_local, grow-only: no allocation per call after
 //    warm-up, and nothing shared between concurrent calls.
+//  * bf16 ("medium" precision, AVX512_BF16): the same structure with panels of
+//    Bf16Pair, k taken two at a time. Packing rounds float32 to bf16 (round to
+//    nearest even, VCVTNE2PS2BF16) and puts k and k+1 of a row side by side;
+//    the microkernel's step is one VDPBF16PS per vector (two k per lane) into
+//    float32 accumulators, so the epilogues are the float ones.
 // Everything here is in the ISA namespace and/or has internal linkage.
 //
 // Measured on the 2-core Zen 4 dev box (fp32): the FMA peak is ~116 GFLOP/s
@@ -37,6 +43,7 @@
 // at ~200 GFLOP/s (~87%). AVX2 is as fast as AVX-512 on this core.
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -51,21 +58,55 @@ namespace {
 using simd::VT;
 
 // ---------------------------------------------------------------- config ----
-constexpr int KU = 8;  // k-chunk of the packed panels (K is padded to it)
+constexpr int KU = 8;  // k-chunk of the packed panels, in packed elements (K is padded to it)
 
-template <class T> struct Cfg;
+// Two bfloat16 values of one row of op(A) or column of op(B), k (low half) and
+// k + 1: the element of the bf16 panels, the unit VDPBF16PS multiplies.
+typedef std::uint32_t Bf16Pair;
+
+// T is the type of A, B and C; P the element of the packed panels (T, or
+// Bf16Pair). KP is the number of k per packed element.
+template <class T, class P = T> struct Cfg;
 #if FASTNN_VBYTES == 64
 // 32 zmm registers: 14x2 accumulators + 2 B vectors + 1 broadcast.
-template <> struct Cfg<float> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 224, NC = 512; };
-template <> struct Cfg<double> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 112, NC = 256; };
+template <> struct Cfg<float> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 224, NC = 512, KP = 1; };
+template <> struct Cfg<double> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 112, NC = 256, KP = 1; };
+#ifdef __AVX512BF16__
+// Half the bytes per k of float panels: KC doubles for the same cache footprint.
+template <> struct Cfg<float, Bf16Pair> {
+  static constexpr int MR = 14, NV = 2, KC = 512, MC = 224, NC = 512, KP = 2;
+};
+#endif
 #elif FASTNN_VBYTES == 32
 // 16 ymm registers: 6x2 accumulators + 2 B vectors + 1 broadcast.
-template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 192, NC = 512; };
-template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 96, NC = 256; };
+template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 192, NC = 512, KP = 1; };
+template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 96, NC = 256, KP = 1; };
 #else
 // 16 xmm registers, no FMA (mul + add needs a temporary).
-template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 192, NC = 512; };
-template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 96, NC = 256; };
+template <> struct Cfg<float> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 192, NC = 512, KP = 1; };
+template <> struct Cfg<double> { static constexpr int MR = 6, NV = 2, KC = 256, MC = 96, NC = 256, KP = 1; };
+#endif
+
+// The microkernel's multiply-add of a broadcast A element by vectors of B
+// elements: an FMA for T panels, VDPBF16PS (two k per lane) for bf16 panels.
+template <class T, class P> struct PanelMath;
+template <class T> struct PanelMath<T, T> {
+  typedef typename VT<T>::V V;
+  typedef V A;
+  typedef V B;
+  static inline A broadcast(T a) { return simd::set1(a); }
+  static inline B load_b(const T* p) { return simd::load(p); }
+  static inline V madd(V acc, A a, B b) { return simd::fma(a, b, acc); }
+};
+#ifdef __AVX512BF16__
+template <> struct PanelMath<float, Bf16Pair> {
+  typedef VT<float>::V V;
+  typedef __m512bh A;
+  typedef __m512bh B;
+  static inline A broadcast(Bf16Pair a) { return (__m512bh)_mm512_set1_epi32(static_cast<int>(a)); }
+  static inline B load_b(const Bf16Pair* p) { return (__m512bh)_mm512_load_si512(p); }
+  static inline V madd(V acc, A a, B b) { return (V)_mm512_dpbf16_ps((__m512)acc, a, b); }
+};
 #endif
 
 // Unrolling of the microkernel's k-chunk loop. With only 16 xmm registers and
@@ -179,17 +220,19 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
 // Tile of M_ x (NV vectors) = sum over nq chunks of KU k-values of
 // A-panel x B-panel, then the epilogue into the valid m x n corner of C.
 // A panel (height M_): AKM ? [q][u][r] : [q][r][u]. B panel: [k][NV*W], aligned.
+// (k, u counted in packed elements P: one k of T, or a Bf16Pair of two k.)
 // Edge panels use the next kernel height up (see kheight) with zero rows.
-template <class T, int M_, int NV, bool AKM>
-static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T* __restrict C,
+template <class T, class P, int M_, int NV, bool AKM>
+static void ukernel(index_t nq, const P* __restrict A, const P* __restrict B, T* __restrict C,
                     index_t ldc, int m, int n, const Epi<T>& e) {
   typedef typename VT<T>::V V;
+  typedef PanelMath<T, P> PM;
   constexpr int W = VT<T>::W;
   constexpr int NRp = NV * W;
   // The full-size kernel is the hot one: unrolled chunk loop, epilogue
   // straight from registers. The edge kernels are rarely hot; keeping them
   // small saves a lot of compile time.
-  constexpr bool hot = M_ == Cfg<T>::MR;
+  constexpr bool hot = M_ == Cfg<T, P>::MR;
 
   for (int r = 0; r < m; ++r) {
     __builtin_prefetch(C + r * ldc, 1, 3);
@@ -203,15 +246,15 @@ static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T*
     for (int j = 0; j < NV; ++j) acc[r][j] = V{};
 
   // One k step: NV vectors of B times M_ broadcasts of A.
-  auto step = [&](const T* __restrict a_, const T* __restrict b_, int u) __attribute__((always_inline)) {
-    V b[NV];
+  auto step = [&](const P* __restrict a_, const P* __restrict b_, int u) __attribute__((always_inline)) {
+    typename PM::B b[NV];
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) b[j] = simd::load(b_ + u * NRp + j * W);
+    for (int j = 0; j < NV; ++j) b[j] = PM::load_b(b_ + u * NRp + j * W);
 #pragma GCC unroll 32
     for (int r = 0; r < M_; ++r) {
-      const V a = simd::set1(a_[AKM ? u * M_ + r : r * KU + u]);
+      const typename PM::A a = PM::broadcast(a_[AKM ? u * M_ + r : r * KU + u]);
 #pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[r][j] = simd::fma(a, b[j], acc[r][j]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = PM::madd(acc[r][j], a, b[j]);
     }
   };
   if constexpr (hot) {
@@ -261,35 +304,35 @@ static void ukernel(index_t nq, const T* __restrict A, const T* __restrict B, T*
   epi_tile(tmp, NRp, m, n, C, ldc, e);
 }
 
-template <class T>
-using KFn = void (*)(index_t, const T*, const T*, T*, index_t, int, int, const Epi<T>&);
+template <class T, class P>
+using KFn = void (*)(index_t, const P*, const P*, T*, index_t, int, int, const Epi<T>&);
 
 // Kernel heights: 1, then even heights up to MR (an edge of m rows runs the
 // next height up, its extra packed rows zero). Halves the instantiations.
 static_assert(Cfg<float>::MR % 2 == 0 && Cfg<double>::MR % 2 == 0, "MR must be even");
-template <class T>
+template <class T, class P>
 static inline int kheight(index_t m) {
-  return m <= 1 ? 1 : static_cast<int>(imin(rup(m, 2), Cfg<T>::MR));
+  return m <= 1 ? 1 : static_cast<int>(imin(rup(m, 2), Cfg<T, P>::MR));
 }
 
-template <class T, int NV, bool AKM, std::size_t... I>
-static inline KFn<T> kpick_h(int h, std::index_sequence<I...>) {
-  static constexpr KFn<T> tab[] = {&ukernel<T, I == 0 ? 1 : 2 * static_cast<int>(I), NV, AKM>...};
+template <class T, class P, int NV, bool AKM, std::size_t... I>
+static inline KFn<T, P> kpick_h(int h, std::index_sequence<I...>) {
+  static constexpr KFn<T, P> tab[] = {&ukernel<T, P, I == 0 ? 1 : 2 * static_cast<int>(I), NV, AKM>...};
   return tab[h / 2];
 }
 
-template <class T, int NV, bool AKM>
-static inline KFn<T> kpick_nv(int h, int nv) {
+template <class T, class P, int NV, bool AKM>
+static inline KFn<T, P> kpick_nv(int h, int nv) {
   if constexpr (NV > 1) {
-    if (nv < NV) return kpick_nv<T, NV - 1, AKM>(h, nv);
+    if (nv < NV) return kpick_nv<T, P, NV - 1, AKM>(h, nv);
   }
-  return kpick_h<T, NV, AKM>(h, std::make_index_sequence<Cfg<T>::MR / 2 + 1>{});
+  return kpick_h<T, P, NV, AKM>(h, std::make_index_sequence<Cfg<T, P>::MR / 2 + 1>{});
 }
 
 // Kernel for a panel of height h = kheight(m) and nv vectors of B.
-template <class T>
-static inline KFn<T> kpick(bool akm, int h, int nv) {
-  return akm ? kpick_nv<T, Cfg<T>::NV, true>(h, nv) : kpick_nv<T, Cfg<T>::NV, false>(h, nv);
+template <class T, class P>
+static inline KFn<T, P> kpick(bool akm, int h, int nv) {
+  return akm ? kpick_nv<T, P, Cfg<T, P>::NV, true>(h, nv) : kpick_nv<T, P, Cfg<T, P>::NV, false>(h, nv);
 }
 
 // ---------------------------------------------------------------- packing ----
@@ -370,7 +413,7 @@ static void pack_a(const GemmArgs<T>& g, index_t i0, index_t mc, index_t p0, ind
     const index_t kfull = kc / KU * KU;
     for (index_t ir = 0; ir < mc; ir += MR) {
       const int mr = static_cast<int>(imin(MR, mc - ir));
-      const int h = kheight<T>(mr);
+      const int h = kheight<T, T>(mr);
       T* dp = dst + ir * kcp;
       for (int r = 0; r < mr; ++r) {
         const T* s = g.A + (i0 + ir + r) * g.lda + p0;
@@ -396,13 +439,159 @@ static void pack_a(const GemmArgs<T>& g, index_t i0, index_t mc, index_t p0, ind
       for (index_t k = kc * MR; k < kcp * MR; ++k) dst[ir * kcp + k] = T(0);
     if (mfull < mc) {
       const int mr = static_cast<int>(mc - mfull);
-      const int h = kheight<T>(mr);
+      const int h = kheight<T, T>(mr);
       T* d = dst + mfull * kcp;
       for (index_t k = 0; k < kcp; ++k)
         for (int r = 0; r < h; ++r) d[k * h + r] = (k < kc && r < mr) ? s[k * g.lda + mfull + r] : T(0);
     }
   }
 }
+
+#ifdef __AVX512BF16__
+// ----------------------------------------------------------- bf16 packing ----
+// The same panels as pack_b / pack_a above, of Bf16Pair: k and k + 1 of a
+// column of op(B) (row of op(A)) rounded to bf16 and side by side; an odd kc's
+// last pair has a zero partner. Rounding is to nearest even by VCVTNE(2)PS2BF16
+// everywhere, the scalar tails included, so a value rounds alike in any tile.
+static inline Bf16Pair bf16_pair(float lo, float hi) {
+  return static_cast<Bf16Pair>(_mm_cvtness_sbh(lo)) | (static_cast<Bf16Pair>(_mm_cvtness_sbh(hi)) << 16);
+}
+
+// The 16 pairs (r0[j], r1[j]), j < 16: two rows of 16 values, rounded and zipped.
+static inline __m512i zip_pairs(__m512 r0, __m512 r1) {
+  alignas(64) static const short kZip[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                             8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);  // r0 in the low 16 values, r1 in the high
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kZip), both);
+}
+
+// B block as bf16 panels: columns [j0, j0+nc), k rows [p0, p0+kc), kcp k per
+// panel (a multiple of 2 * KU), each panel kcp / 2 rows of pairs.
+static void pack_b(const GemmArgs<float>& g, index_t j0, index_t nc, index_t p0, index_t kc, index_t kcp,
+                   Bf16Pair* __restrict dst) {
+  constexpr int W = VT<float>::W;
+  constexpr int NR = Cfg<float, Bf16Pair>::NV * W;
+  const index_t depth = kcp / 2, pairs = cdiv(kc, 2);
+  const index_t nfull = nc / NR * NR;
+  auto at = [&](index_t k, index_t j) -> float {  // op(B)[p0 + k][j0 + j], zero past kc
+    if (k >= kc) return 0.0f;
+    return g.trans_b ? g.B[(j0 + j) * g.ldb + p0 + k] : g.B[(p0 + k) * g.ldb + j0 + j];
+  };
+  if (!g.trans_b) {
+    // Two rows at a time (sequential reads of B), zipped in registers.
+    const float* s = g.B + p0 * g.ldb + j0;
+    for (index_t q = 0; q < pairs; ++q) {
+      const float* s0 = s + 2 * q * g.ldb;
+      const bool partner = 2 * q + 1 < kc;
+      if (2 * (q + PD) + 1 < kc) {
+        prefetch_row(s0 + 2 * PD * g.ldb, nfull);
+        prefetch_row(s0 + (2 * PD + 1) * g.ldb, nfull);
+      }
+      Bf16Pair* d = dst + q * NR;
+      for (index_t jr = 0; jr < nfull; jr += NR) {
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j += W) {
+          const __m512 r0 = _mm512_loadu_ps(s0 + jr + j);
+          const __m512 r1 = partner ? _mm512_loadu_ps(s0 + g.ldb + jr + j) : _mm512_setzero_ps();
+          _mm512_store_si512(d + jr * depth + j, zip_pairs(r0, r1));
+        }
+      }
+    }
+  } else {
+    // B stored (N,K): row j of B is column j of op(B), its pairs adjacent.
+    // 16 rows x 32 k round to 16 rows x 16 pairs, transposed in registers as floats.
+    for (index_t jr = 0; jr < nfull; jr += NR) {
+      const float* s = g.B + (j0 + jr) * g.ldb + p0;
+      Bf16Pair* d = dst + jr * depth;
+      for (int jv = 0; jv < NR; jv += W) {
+        index_t k = 0;
+        for (; k + 2 * W <= kc; k += 2 * W) {
+          if (k % 64 == 0 && k + 64 < kc)  // next 64 k of these W rows
+            for (int t = 0; t < W; ++t) prefetch_row(s + (jv + t) * g.ldb + k + 64, imin(64, kc - k - 64));
+          VT<float>::V r[W];
+#pragma GCC unroll 16
+          for (int t = 0; t < W; ++t) {
+            const float* row = s + (jv + t) * g.ldb + k;
+            r[t] = (VT<float>::V)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + W), _mm512_loadu_ps(row));
+          }
+          simd::transpose<float>(r);
+#pragma GCC unroll 16
+          for (int t = 0; t < W; ++t) simd::store(reinterpret_cast<float*>(d + (k / 2 + t) * NR + jv), r[t]);
+        }
+        for (; k < kc; k += 2)
+          for (int t = 0; t < W; ++t) d[k / 2 * NR + jv + t] = bf16_pair(at(k, jr + jv + t), at(k + 1, jr + jv + t));
+      }
+    }
+  }
+  // K padding of the full panels.
+  for (index_t jr = 0; jr < nfull; jr += NR)
+    for (index_t q = pairs; q < depth; ++q)
+      for (int j = 0; j < NR; j += W) _mm512_store_si512(dst + jr * depth + q * NR + j, _mm512_setzero_si512());
+  // Last, narrower panel (scalar; zero padded to whole vectors).
+  if (nfull < nc) {
+    const int nr = static_cast<int>(nc - nfull);
+    const int NRp = static_cast<int>(rup(nr, W));
+    Bf16Pair* d = dst + nfull * depth;
+    for (index_t q = 0; q < depth; ++q)
+      for (int j = 0; j < NRp; ++j) d[q * NRp + j] = j < nr ? bf16_pair(at(2 * q, nfull + j), at(2 * q + 1, nfull + j)) : 0;
+  }
+}
+
+// A block as bf16 panels: rows [i0, i0+mc), k [p0, p0+kc), in the layouts of
+// the float pack_a with a pair in place of each k ([q][r][u] or [k][r]).
+static void pack_a(const GemmArgs<float>& g, index_t i0, index_t mc, index_t p0, index_t kc, index_t kcp,
+                   Bf16Pair* __restrict dst) {
+  constexpr int MR = Cfg<float, Bf16Pair>::MR;
+  const index_t depth = kcp / 2, pairs = cdiv(kc, 2);
+  if (!g.trans_a) {
+    // Each row is contiguous in k: 2 * KU values round to one chunk of KU pairs.
+    const index_t kfull = kc / (2 * KU) * (2 * KU);
+    for (index_t ir = 0; ir < mc; ir += MR) {
+      const int mr = static_cast<int>(imin(MR, mc - ir));
+      const int h = kheight<float, Bf16Pair>(mr);
+      Bf16Pair* dp = dst + ir * depth;
+      for (int r = 0; r < mr; ++r) {
+        const float* s = g.A + (i0 + ir + r) * g.lda + p0;
+        if (ir + r + PD < mc) prefetch_row(s + PD * g.lda, kc);
+        Bf16Pair* d = dp + r * KU;
+        for (index_t k = 0; k < kfull; k += 2 * KU)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k / 2 * h), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + k)));
+        if (kfull < kc) {
+          const __mmask16 rest = static_cast<__mmask16>((1u << (kc - kfull)) - 1);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + kfull / 2 * h),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(rest, s + kfull)));
+        }
+      }
+      for (int r = mr; r < h; ++r)
+        for (index_t q = 0; q < depth; q += KU) std::memset(dp + q * h + r * KU, 0, KU * sizeof(Bf16Pair));
+    }
+  } else {
+    // A stored (K,M): rows k and k + 1 of A are columns k, k + 1 of op(A),
+    // contiguous in m, zipped into each panel's row of pairs.
+    const float* s = g.A + p0 * g.lda + i0;
+    for (index_t q = 0; q < pairs; ++q) {
+      const float* s0 = s + 2 * q * g.lda;
+      const bool partner = 2 * q + 1 < kc;
+      if (2 * (q + PD) + 1 < kc) {
+        prefetch_row(s0 + 2 * PD * g.lda, mc);
+        prefetch_row(s0 + (2 * PD + 1) * g.lda, mc);
+      }
+      for (index_t ir = 0; ir < mc; ir += MR) {
+        const int mr = static_cast<int>(imin(MR, mc - ir));
+        const int h = kheight<float, Bf16Pair>(mr);
+        const __mmask16 rows = static_cast<__mmask16>((1u << mr) - 1);
+        const __m512 r0 = _mm512_maskz_loadu_ps(rows, s0 + ir);
+        const __m512 r1 = partner ? _mm512_maskz_loadu_ps(rows, s0 + g.lda + ir) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(dst + ir * depth + q * h, static_cast<__mmask16>((1u << h) - 1), zip_pairs(r0, r1));
+      }
+    }
+    for (index_t ir = 0; ir < mc; ir += MR) {
+      const int h = kheight<float, Bf16Pair>(imin(MR, mc - ir));
+      for (index_t q = pairs; q < depth; ++q) std::memset(dst + ir * depth + q * h, 0, h * sizeof(Bf16Pair));
+    }
+  }
+}
+#endif
 
 // --------------------------------------------------------------- drivers ----
 // Slow but allocation-free fallback (used only if scratch allocation fails).
@@ -425,42 +614,45 @@ static void gemm_block_naive(const GemmArgs<T>& g, index_t m0, index_t m1, index
   }
 }
 
-// Balanced K blocking: nkb blocks of kcb (multiple of KU) each, the last shorter.
-template <class T>
+// Balanced K blocking: nkb blocks of kcb (a multiple of KU packed elements) each, the last shorter.
+template <class T, class P>
 static index_t k_block(index_t K) {
-  const index_t nkb = cdiv(K, Cfg<T>::KC);
-  return rup(cdiv(K, nkb), KU);
+  const index_t nkb = cdiv(K, Cfg<T, P>::KC);
+  return rup(cdiv(K, nkb), KU * Cfg<T, P>::KP);
 }
 
 // One thread's block of C: rows [m0,m1), columns [n0,n1), all of K.
 // Loops: jc (NC) > pc (KC; pack B block, L2) > ic (MC; pack A block, L2)
 //        > ir (A micro-panel stays in L1) > jr (B micro-panels stream from L2).
-template <class T>
+template <class T, class P>
 static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0, index_t n1) {
   if (m0 >= m1 || n0 >= n1) return;
   constexpr int W = VT<T>::W;
-  constexpr int MR = Cfg<T>::MR;
-  constexpr int NR = Cfg<T>::NV * W;
+  constexpr int MR = Cfg<T, P>::MR;
+  constexpr int NR = Cfg<T, P>::NV * W;
+  constexpr int KP = Cfg<T, P>::KP;
   const index_t K = g.K;
-  const index_t kcb = k_block<T>(K);
-  const index_t ncmax = imin(rup(n1 - n0, NR), static_cast<index_t>(Cfg<T>::NC));
-  const index_t mcmax = imin(rup(m1 - m0, MR), static_cast<index_t>(Cfg<T>::MC));
-  const std::size_t b_bytes = static_cast<std::size_t>(rup(kcb * ncmax * static_cast<index_t>(sizeof(T)), 64));
-  const std::size_t a_bytes = static_cast<std::size_t>(kcb * mcmax) * sizeof(T);
+  const index_t kcb = k_block<T, P>(K);
+  const index_t ncmax = imin(rup(n1 - n0, NR), static_cast<index_t>(Cfg<T, P>::NC));
+  const index_t mcmax = imin(rup(m1 - m0, MR), static_cast<index_t>(Cfg<T, P>::MC));
+  const std::size_t b_bytes =
+      static_cast<std::size_t>(rup(kcb / KP * ncmax * static_cast<index_t>(sizeof(P)), 64));
+  const std::size_t a_bytes = static_cast<std::size_t>(kcb / KP * mcmax) * sizeof(P);
   char* base = static_cast<char*>(thread_scratch().get(b_bytes + a_bytes));
   if (base == nullptr) {
     gemm_block_naive(g, m0, m1, n0, n1);
     return;
   }
-  T* Bp = reinterpret_cast<T*>(base);
-  T* Ap = reinterpret_cast<T*>(base + b_bytes);
+  P* Bp = reinterpret_cast<P*>(base);
+  P* Ap = reinterpret_cast<P*>(base + b_bytes);
 
-  constexpr index_t MC = Cfg<T>::MC, NC = Cfg<T>::NC;
+  constexpr index_t MC = Cfg<T, P>::MC, NC = Cfg<T, P>::NC;
   for (index_t jc = n0; jc < n1; jc += NC) {
     const index_t nc = imin(NC, n1 - jc);
     for (index_t pc = 0; pc < K; pc += kcb) {
       const index_t kc = imin(kcb, K - pc);
-      const index_t kcp = rup(kc, KU);
+      const index_t kcp = rup(kc, KU * KP);
+      const index_t depth = kcp / KP;  // packed elements per panel row
       pack_b(g, jc, nc, pc, kc, kcp, Bp);
       Epi<T> e;
       e.act = g.act;
@@ -472,17 +664,17 @@ static void gemm_block(const GemmArgs<T>& g, index_t m0, index_t m1, index_t n0,
         pack_a(g, ic, mc, pc, kc, kcp, Ap);
         for (index_t ir = 0; ir < mc; ir += MR) {
           const int mr = static_cast<int>(imin(MR, mc - ir));
-          const int h = kheight<T>(mr);
-          const T* ap = Ap + ir * kcp;
-          const KFn<T> kfull = kpick<T>(g.trans_a, h, Cfg<T>::NV);
+          const int h = kheight<T, P>(mr);
+          const P* ap = Ap + ir * depth;
+          const KFn<T, P> kfull = kpick<T, P>(g.trans_a, h, Cfg<T, P>::NV);
           T* crow = g.C + (ic + ir) * g.ldc + jc;
           const T* gate_row = g.gate ? g.gate + (ic + ir) * g.ldc + jc : nullptr;
           for (index_t jr = 0; jr < nc; jr += NR) {
             const int nr = static_cast<int>(imin(NR, nc - jr));
             e.bias = g.bias ? g.bias + jc + jr : nullptr;
             e.gate = gate_row ? gate_row + jr : nullptr;
-            const KFn<T> kf = nr == NR ? kfull : kpick<T>(g.trans_a, h, static_cast<int>(cdiv(nr, W)));
-            kf(kcp / KU, ap, Bp + jr * kcp, crow + jr, g.ldc, mr, nr, e);
+            const KFn<T, P> kf = nr == NR ? kfull : kpick<T, P>(g.trans_a, h, static_cast<int>(cdiv(nr, W)));
+            kf(depth / KU, ap, Bp + jr * depth, crow + jr, g.ldc, mr, nr, e);
           }
         }
       }
@@ -504,7 +696,7 @@ static void gemm_k0(const GemmArgs<T>& g) {
   }
 }
 
-template <class T>
+template <class T, class P>
 static void gemm_impl(const GemmArgs<T>& g) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0) {
@@ -512,8 +704,8 @@ static void gemm_impl(const GemmArgs<T>& g) {
     return;
   }
   constexpr int W = VT<T>::W;
-  constexpr int MR = Cfg<T>::MR;
-  constexpr int NR = Cfg<T>::NV * W;
+  constexpr int MR = Cfg<T, P>::MR;
+  constexpr int NR = Cfg<T, P>::NV * W;
   const index_t Mp = cdiv(g.M, MR), Np = cdiv(g.N, NR);
 
   int nt = 1;
@@ -530,7 +722,7 @@ static void gemm_impl(const GemmArgs<T>& g) {
     if (nt < 1) nt = 1;
   }
   if (nt == 1) {
-    gemm_block(g, 0, g.M, 0, g.N);
+    gemm_block<T, P>(g, 0, g.M, 0, g.N);
     return;
   }
 
@@ -563,15 +755,19 @@ static void gemm_impl(const GemmArgs<T>& g) {
       const index_t ti = id / tn, tj = id % tn;
       const index_t m0 = imin(ti * Mp / tm * MR, g.M), m1 = imin((ti + 1) * Mp / tm * MR, g.M);
       const index_t n0 = imin(tj * Np / tn * NR, g.N), n1 = imin((tj + 1) * Np / tn * NR, g.N);
-      gemm_block(g, m0, m1, n0, n1);
+      gemm_block<T, P>(g, m0, m1, n0, n1);
     }
   });
 }
 
 }  // namespace
 
-void gemm_f32(const GemmArgs<float>& g) { gemm_impl(g); }
-void gemm_f64(const GemmArgs<double>& g) { gemm_impl(g); }
+#ifdef __AVX512BF16__
+void gemm_bf16(const GemmArgs<float>& g) { gemm_impl<float, Bf16Pair>(g); }
+#else
+void gemm_f32(const GemmArgs<float>& g) { gemm_impl<float, float>(g); }
+void gemm_f64(const GemmArgs<double>& g) { gemm_impl<double, double>(g); }
+#endif
 
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn
