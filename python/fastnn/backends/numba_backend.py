@@ -818,9 +818,10 @@ def _ce_rows(x, labels, t, use_labels, ls, scale, want_grad, grad, rows):
             for j in range(c):
                 s += _vexp(x[i, j] - m)
         lse = math.log(s)
-        # (ls / C) sum_c logp_c is kept even when ls = 0, so that a -inf logit
-        # gives NaN exactly where the reference's 0 * -inf does.
-        rows[i] = -(keep * (stx - st * lse) + ls_c * (sx - c * lse))
+        # Without smoothing the (ls / C) sum_c logp_c term is left out, as torch
+        # does: a -inf logit of a class other than the label adds nothing.
+        smooth = ls_c * (sx - c * lse) if ls > 0.0 else 0.0
+        rows[i] = -(keep * (stx - st * lse) + smooth)
         if want_grad:
             if use_labels:
                 inv = 1.0 / s
@@ -869,7 +870,8 @@ def _ce_narrow_block(x, labels, ls, scale, want_grad, grad, rows):
     for i in range(n):
         lse[i] = _vlog(s[i])
     for i in range(n):
-        rows[i] = -(keep * ((float(x[i, labels[i]]) - float(m[i])) - lse[i]) + ls_c * (sx[i] - c * lse[i]))
+        smooth = ls_c * (sx[i] - c * lse[i]) if ls > 0.0 else 0.0
+        rows[i] = -(keep * ((float(x[i, labels[i]]) - float(m[i])) - lse[i]) + smooth)
     if want_grad:
         for j in range(c):
             for i in range(n):

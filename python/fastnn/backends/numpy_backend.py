@@ -158,11 +158,19 @@ def _smoothed_target(target, n_classes, label_smoothing, dtype):
     return probs * (1 - label_smoothing) + label_smoothing / n_classes
 
 
+def _row_losses(t, logp, labels):
+    # -sum_c t_c log p_c; with integer labels, as torch picks log p at the label,
+    # classes of weight 0 add nothing even where log p is -inf.
+    terms = t * logp
+    if labels:
+        terms = np.where(t != 0, terms, 0)
+    return -terms.sum(axis=1)
+
+
 def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
     # torch.nn.functional.cross_entropy for (N, C) logits, without weights.
     t = _smoothed_target(target, logits.shape[1], label_smoothing, logits.dtype)
-    per_row = -(t * log_softmax(logits)).sum(axis=1)
-    return _reduce(per_row, reduction)
+    return _reduce(_row_losses(t, log_softmax(logits), target.ndim == 1), reduction)
 
 
 def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, out=None):
@@ -170,7 +178,7 @@ def softmax_cross_entropy(logits, target, reduction="mean", label_smoothing=0.0,
     # ('none': of the sum of the row losses).
     t = _smoothed_target(target, logits.shape[1], label_smoothing, logits.dtype)
     logp = log_softmax(logits)
-    per_row = -(t * logp).sum(axis=1)
+    per_row = _row_losses(t, logp, target.ndim == 1)
     # d/dz of -sum_c t_c log p_c is p * sum_c t_c - t (sum_c t_c = 1 for a distribution).
     grad = np.exp(logp) * t.sum(axis=1, keepdims=True) - t
     grad *= _reduction_scale(reduction, logits.shape[0])
