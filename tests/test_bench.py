@@ -148,7 +148,7 @@ def test_a_failing_request_leaves_the_worker_alive():
 def test_a_missing_framework_is_reported_as_not_installed(tmp_path):
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('no torch here')\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PYTHON_DIR, str(tmp_path)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), PYTHON_DIR]))
     w = harness.Worker.start("torch-1", env)
     try:
         hello = w.request("hello", 120)
