@@ -162,7 +162,9 @@ for line in open("/proc/cpuinfo"):
     if line.startswith("flags"):
         flags = set(line.split(":", 1)[1].split())
         break
-if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+if {"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"} <= flags:
+    print("avx512_bf16")
+elif {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
     print("avx512")
 elif {"avx2", "fma"} <= flags:
     print("avx2")
