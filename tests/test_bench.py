@@ -87,6 +87,50 @@ def test_json_follows_the_documented_schema(tiny_run):
     assert "time to 98% test accuracy" in names and "NumPy op right after a fastnn kernel" in names
 
 
+def test_bf16_cases_follow_the_schema(tiny_run):
+    _, out = tiny_run
+    res = json.loads((out / "results.json").read_text())
+    assert "bf16_peak" in res
+    if not fastnn.info()["bf16"]:
+        assert cases.MEDIUM in res["skipped"] and "AVX512_BF16" in res["skipped"][cases.MEDIUM]
+        assert res["bf16_peak"]["gflops"] is None and "AVX512_BF16" in res["bf16_peak"]["error"]
+        return
+    assert res["bf16_peak"]["gflops"] > 0
+    medium = [r for r in res["kernels"] if r["worker"] == cases.MEDIUM]
+    assert {r["kernel"] for r in medium} == set(cases.BF16_KERNELS)
+    for row in medium:
+        assert row["precision"] == "bfloat16" and row["agrees_with_textbook"] is True and not row["headline"]
+        if row["unit"] == "GFLOP/s":
+            assert row["fraction_of_peak"] == pytest.approx(row["throughput"] / res["bf16_peak"]["gflops"])
+    assert all(r["precision"] == "float32" for r in res["kernels"] if r["worker"] != cases.MEDIUM)
+    epoch = {r["worker"]: r for r in res["mnist_epoch"]}
+    assert cases.MEDIUM in epoch and _number(epoch["fastnn-cpp"]["ratio_medium_faster"])
+    names = {t["name"] for t in res["targets"]}
+    assert {"matmul 128x784x256, medium", "MNIST epoch, medium", "time to 98% test accuracy, medium"} <= names
+    assert "**bfloat16 matmuls:" in (out / "results.md").read_text(encoding="utf-8")
+
+
+def test_bf16_peak_is_measured_where_the_cpu_has_the_instruction():
+    from fastnn.bench import baseline
+    peak = baseline.measure_peak("bf16_dot", 1, seconds=0.01, reps=1)
+    if fastnn.info()["bf16"]:
+        assert peak["gflops"] > 0 and "VDPBF16PS" in peak["method"]
+    else:
+        assert peak["gflops"] is None and "AVX512_BF16" in peak["error"]
+
+
+def test_torch_bf16_kernels_agree_with_the_textbook_within_bf16_rounding():
+    torch = pytest.importorskip("torch")
+    from fastnn.bench import worker, workloads
+    for kernel, shape in (("matmul", (64, 300, 48)), ("linear", (64, 300, 48)), ("linear_backward", (64, 300, 48))):
+        inputs = workloads.kernel_inputs(kernel, shape, 0, True)
+        got = workloads.torch_kernel(torch, kernel, inputs, "bfloat16")()
+        want = workloads.textbook_kernel(kernel, inputs)()
+        assert workloads.agrees(got, want, worker.BF16_TOLERANCE), kernel
+        first = got[0] if isinstance(got, tuple) else got
+        assert first.dtype == torch.bfloat16  # the matmul really ran on bf16 tensors
+
+
 def test_markdown_has_date_machine_and_tables(tiny_run):
     _, out = tiny_run
     md = (out / "results.md").read_text(encoding="utf-8")

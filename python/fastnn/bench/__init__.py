@@ -3,10 +3,11 @@
 What it measures, fastnn beside the textbook NumPy code (`reference`), PyTorch
 (1 thread and all cores), JAX (jax.jit per step, and the epoch as one jax.jit
 with lax.scan) and scikit-learn, each when installed:
-- kernels at an MNIST MLP's shapes and at large shapes;
+- kernels at an MNIST MLP's shapes and at large shapes; the matmuls also in
+  float32 matmul precision "medium" (bfloat16 inputs) beside PyTorch's bf16 torch.mm;
 - one MNIST epoch of a 784-256-128-10 ReLU MLP (Adam 1e-3, batch 128), same
-  initial weights and batches for all;
-- the training seconds to 98% test accuracy with `fastnn train`'s recipe;
+  initial weights and batches for all; fastnn in "highest" and in "medium";
+- the training seconds to 98% test accuracy with `fastnn train`'s recipe, in both precisions;
 - a NumPy and a PyTorch op right after a fastnn kernel, against the op alone;
 - fastnn.MLPClassifier's fit against scikit-learn's, on the same parameters.
 
@@ -39,13 +40,12 @@ def _baseline(bench, threads):
         return w.request("baseline", cases.TIMEOUTS["prepare"], threads=threads, peak_seconds=s["peak_seconds"],
                          peak_reps=s["peak_reps"], copy_mib=s["copy_mib"])
     except harness.WorkerError as exc:
-        return {"peak": {"gflops": None, "error": str(exc)}, "copy_bandwidth": {"gbs": None, "error": str(exc)}}
+        return {"peak": {"gflops": None, "error": str(exc)}, "bf16_peak": {"gflops": None, "error": str(exc)},
+                "copy_bandwidth": {"gbs": None, "error": str(exc)}}
 
 
-def _best_baseline(runs, threads):
+def _best_peak(peaks, threads):
     """The best of the runs at the start and the end: a peak is the best the hardware did."""
-    runs = [r for r in runs if r]
-    peaks = [r["peak"] for r in runs]
     peak = dict(max(peaks, key=lambda p: p.get("gflops") or 0)) if peaks else {"gflops": None}
     peak["runs"] = [p.get("gflops") for p in peaks]
     one = max((p.get("gflops_1thread") or 0) for p in peaks) if peaks else 0
@@ -54,10 +54,17 @@ def _best_baseline(runs, threads):
         peak.update(gflops=one * threads, estimate=f"1-thread peak x {threads} threads (the all-thread run was lower)")
     elif peak.get("gflops"):
         peak["estimate"] = f"measured on {threads} threads at once"
+    return peak
+
+
+def _best_baseline(runs, threads):
+    """(FMA peak, bf16 dot-product peak, copy bandwidth), each the best of the runs."""
+    runs = [r for r in runs if r]
     copies = [r["copy_bandwidth"] for r in runs]
     copy = dict(max(copies, key=lambda c: c.get("gbs") or 0)) if copies else {"gbs": None}
     copy["runs"] = [c.get("gbs") for c in copies]
-    return peak, copy
+    return (_best_peak([r["peak"] for r in runs], threads),
+            _best_peak([r["bf16_peak"] for r in runs if "bf16_peak" in r], threads), copy)
 
 
 def _headline_worker(live):
@@ -134,7 +141,7 @@ def main(quick=False, out="bench-out", *, tiny=False, update_readme_path=None, v
         elif not fit and "sklearn" not in live:
             skipped["sklearn_fit"] = skipped.get("sklearn", f"not run in {mode} mode")
         baselines.append(_baseline(bench, threads))
-        peak, copy = _best_baseline(baselines, threads)
+        peak, bf16_peak, copy = _best_baseline(baselines, threads)
 
         machine = harness.machine_info()
         machine["versions"]["fastnn"] = info[headline]["versions"]["fastnn"]
@@ -149,7 +156,7 @@ def main(quick=False, out="bench-out", *, tiny=False, update_readme_path=None, v
             "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
             "mode": mode, "headline": info[headline]["config"].split()[0], "headline_worker": headline,
             "threads": threads, "dtype": "float32", "settings": settings, "machine": machine,
-            "peak": peak, "copy_bandwidth": copy,
+            "peak": peak, "bf16_peak": bf16_peak, "copy_bandwidth": copy,
             "isolation": {"parent_imports": harness.measured_imports(),
                           "workers": {n: {"framework": i["framework"], "config": i["config"]}
                                       for n, i in info.items()}},

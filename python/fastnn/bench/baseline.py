@@ -1,20 +1,25 @@
-"""The machine's measured baseline, run inside a worker: float32 FMA peak and copy bandwidth.
+"""The machine's measured baseline, run inside a worker: the float32 FMA peak, the
+bfloat16 dot-product peak and the copy bandwidth.
 
-The peak is an LLVM loop of independent vector FMAs on every core, compiled for
-the host by llvmlite (which ships with Numba); the bandwidth is np.copyto of a
-large array, counting read + write.
+Each peak is an LLVM loop of independent vector instructions on every core,
+compiled for the host by llvmlite (which ships with Numba): FMAs on float32
+lanes, or VDPBF16PS (32 bf16 products summed pairwise into 16 float32 lanes)
+where the CPU has AVX512_BF16. The bandwidth is np.copyto of a large array,
+counting read + write.
 """
 import threading
 import time
 
 import numpy as np
 
-_PEAK_KEEP = []  # the compiled FMA loops' engines must outlive their function pointers
+_PEAK_KEEP = []  # the compiled loops' engines must outlive their function pointers
+_CHAINS = 12  # independent accumulators: enough to hide the instruction's latency
 
 
-def _fma_loop():
-    """A compiled function f(n) running n iterations of A independent FMAs on
-    L-lane float32 vectors (everything in registers); returns (f, flops per iteration, description)."""
+def _peak_loop(kind):
+    """A compiled function f(n) running n iterations of independent `kind` ("fma" or
+    "bf16_dot") instructions, everything in registers; returns (f, flops per iteration,
+    description), or raises RuntimeError when the CPU has no such instruction."""
     import ctypes
 
     import llvmlite.binding as llvm
@@ -26,30 +31,34 @@ def _fma_loop():
     llvm.initialize_native_asmprinter()
     features = llvm.get_host_cpu_features()
     cpu_name = llvm.get_host_cpu_name()
-    if features.get("avx512f"):
-        lanes, chains = 16, 12
-    elif features.get("avx"):
-        lanes, chains = 8, 10
+    if kind == "bf16_dot":
+        if not features.get("avx512bf16"):
+            raise RuntimeError("this CPU has no AVX512_BF16")
+        lanes, fn = 16, "@llvm.x86.avx512bf16.dpbf16ps.512"
+        vt, operand = "<16 x float>", "<32 x bfloat>"
+        flops_per_op, what = 4 * lanes, "VDPBF16PS (bf16 dot-product)"
     else:
-        lanes, chains = 4, 10
-    vt = f"<{lanes} x float>"
-    fn = f"@llvm.fmuladd.v{lanes}f32"
-    ir = [f"declare {vt} {fn}({vt}, {vt}, {vt})",
-          "define float @fma_peak(i64 %n, float %a0, float %b0) {",
+        lanes = 16 if features.get("avx512f") else (8 if features.get("avx") else 4)
+        vt = operand = f"<{lanes} x float>"
+        fn = f"@llvm.fmuladd.v{lanes}f32"
+        flops_per_op, what = 2 * lanes, f"{lanes}-lane float32 FMA"
+    ir = [f"declare {vt} {fn}({vt}, {operand}, {operand})",
+          "define float @peak(i64 %n, float %a0, float %b0) {",
           "entry:",
           f"  %va = insertelement {vt} undef, float %a0, i32 0",
           f"  %a = shufflevector {vt} %va, {vt} undef, <{lanes} x i32> zeroinitializer",
           f"  %vb = insertelement {vt} undef, float %b0, i32 0",
           f"  %b = shufflevector {vt} %vb, {vt} undef, <{lanes} x i32> zeroinitializer",
+          f"  %x = bitcast {vt} %a to {operand}",
           "  br label %loop",
           "loop:",
           "  %i = phi i64 [0, %entry], [%i1, %loop]"]
-    ir += [f"  %acc{k} = phi {vt} [%b, %entry], [%n{k}, %loop]" for k in range(chains)]
-    ir += [f"  %n{k} = call {vt} {fn}({vt} %acc{k}, {vt} %a, {vt} %b)" for k in range(chains)]
+    ir += [f"  %acc{k} = phi {vt} [%b, %entry], [%n{k}, %loop]" for k in range(_CHAINS)]
+    ir += [f"  %n{k} = call {vt} {fn}({vt} %acc{k}, {operand} %x, {operand} %x)" for k in range(_CHAINS)]
     ir += ["  %i1 = add i64 %i, 1", "  %c = icmp ult i64 %i1, %n", "  br i1 %c, label %loop, label %done",
            "done:"]
     prev = "%n0"
-    for k in range(1, chains):
+    for k in range(1, _CHAINS):
         ir.append(f"  %s{k} = fadd {vt} {prev}, %n{k}")
         prev = f"%s{k}"
     ir += [f"  %r = extractelement {vt} {prev}, i32 0", "  ret float %r", "}"]
@@ -61,19 +70,18 @@ def _fma_loop():
     engine.finalize_object()
     _PEAK_KEEP.append(engine)
     proto = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_int64, ctypes.c_float, ctypes.c_float)
-    func = proto(engine.get_function_address("fma_peak"))
+    func = proto(engine.get_function_address("peak"))
     _PEAK_KEEP.append(func)
-    desc = (f"llvmlite-compiled loop of {chains} independent {lanes}-lane float32 FMA chains per thread "
-            f"(llvm cpu {cpu_name})")
-    return (lambda n: func(n, 0.999, 0.001)), 2 * lanes * chains, desc
+    desc = f"llvmlite-compiled loop of {_CHAINS} independent {what} chains per thread (llvm cpu {cpu_name})"
+    return (lambda n: func(n, 0.999, 0.001)), flops_per_op * _CHAINS, desc
 
 
-def measure_fma_peak(threads, seconds=0.25, reps=5):
-    """Best-of-`reps` float32 FMA throughput (GFLOP/s) on 1 thread and on `threads` threads.
-    ctypes releases the GIL, so Python threads run the loop in parallel."""
+def measure_peak(kind, threads, seconds=0.25, reps=5):
+    """Best-of-`reps` throughput (GFLOP/s) of `kind` ("fma" or "bf16_dot") on 1 thread and
+    on `threads` threads. ctypes releases the GIL, so Python threads run the loop in parallel."""
     try:
-        run, flops_per_iter, desc = _fma_loop()
-    except Exception as exc:  # no llvmlite, or it cannot target this CPU
+        run, flops_per_iter, desc = _peak_loop(kind)
+    except Exception as exc:  # no llvmlite, or it cannot target this CPU, or the CPU lacks the instruction
         return {"gflops": None, "gflops_1thread": None, "error": f"{type(exc).__name__}: {exc}"}
     run(1000)
     t0 = time.perf_counter()

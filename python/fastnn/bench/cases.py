@@ -46,13 +46,30 @@ FIT_TARGET = 5.0
 COMPARISONS = {">=": lambda v, goal: v >= goal, "<": lambda v, goal: v < goal, "<=": lambda v, goal: v <= goal}
 MNIST_INPUT = "MNIST pixels"  # a linear case whose input is a batch of MNIST images (81% zeros)
 
+# bfloat16: fastnn's cpp backend in matmul precision "medium", against NumPy's float32 and PyTorch's bf16 torch.mm.
+MEDIUM = "fastnn-cpp-medium"
+BF16_KERNELS = ("matmul", "linear", "linear_backward")
+# (kernel, shape, minimum speed-up of "medium" over NumPy float32)
+BF16_KERNEL_TARGETS = [
+    ("matmul", "128x784x256", 2.0), ("matmul", "256x784x512", 2.0), ("matmul", "1024x1024x1024", 2.0),
+    ("linear_backward", "128x784->256", 1.8), ("linear_backward", "1024x784->1024", 1.8),
+]
+BF16_EPOCH_TARGET = 1.3  # "medium" over "highest"
+BF16_T98_TARGET_SECONDS = 0.35
+
 
 def worker_names(cpus, peers):
     """Every worker the bench starts, in the order of its tables."""
-    names = ["textbook", "fastnn-numpy", "fastnn-numba", "fastnn-cpp"]
+    names = ["textbook", "fastnn-numpy", "fastnn-numba", "fastnn-cpp", MEDIUM]
     if peers:
-        names += ["torch-1"] + ([f"torch-{cpus}"] if cpus > 1 else []) + ["jax-jit", "jax-scan", "sklearn"]
+        names += ["torch-1"] + ([f"torch-{cpus}"] if cpus > 1 else []) + [f"torch-{cpus}-bf16", "jax-jit",
+                                                                          "jax-scan", "sklearn"]
     return names + ["neighbour"]
+
+
+def is_bf16(name):
+    """A worker whose matmuls round their inputs to bfloat16: fastnn in "medium", PyTorch on bf16 tensors."""
+    return name.endswith(("-medium", "-bf16"))
 
 
 def kernel_shapes(settings):
@@ -129,10 +146,11 @@ def run_kernels(bench):
     rows, errors = [], {}
     for index, (kernel, group, shape) in enumerate(kernel_shapes(s)):
         label = shape_label(kernel, shape)
+        case_names = [n for n in names if kernel in BF16_KERNELS or not is_bf16(n)]
         request = {"kernel": kernel, "shape": shape, "index": index, "min_time": s["min_time"],
                    "synthetic": s["synthetic"]}
         prepared, case_rows = {}, {}
-        for w in bench.pick(names):
+        for w in bench.pick(case_names):
             try:
                 prepared[w.name] = w.request("kernel_prepare", TIMEOUTS["prepare"], **request)
             except harness.WorkerError as exc:
@@ -155,6 +173,8 @@ def run_kernels(bench):
                    "worker": name, "seconds": secs,
                    "ratio_vs_textbook": harness.paired_ratio(kept, "textbook", name),
                    "ratio_fastnn_faster": harness.paired_ratio(kept, name, bench.headline),
+                   "ratio_medium_faster": harness.paired_ratio(kept, name, MEDIUM),
+                   "precision": "bfloat16" if is_bf16(name) else "float32", "headline": False,
                    "unit": prep["unit"], "work": prep["work"],
                    "throughput": prep["work"] / secs / 1e9 if secs else None,
                    "agrees_with_textbook": prep["agrees"], "calls_per_sample": prep["calls_per_sample"],
@@ -162,7 +182,7 @@ def run_kernels(bench):
             if name in result["errors"]:
                 row["error"] = result["errors"][name]
             case_rows[name] = row
-        _mark_headline(list(case_rows.values()), bench.headline)
+        _mark_headline([r for r in case_rows.values() if r["precision"] == "float32"], bench.headline)
         rows += case_rows.values()
         head = case_rows.get(bench.headline, {})
         peers = "  ".join(f"{r['worker']} {r['ratio_vs_textbook']:.2f}x" for r in case_rows.values()
@@ -182,7 +202,8 @@ def _fmt_seconds(s):
 
 def run_epoch(bench):
     s = bench.settings
-    order = [bench.headline] + [n for n in bench.workers if n != bench.headline and n != "neighbour"]
+    order = [bench.headline] + [n for n in bench.workers if n not in (bench.headline, "neighbour")
+                                and (n == MEDIUM or not is_bf16(n))]
     errors, prepared = {}, {}
     for w in bench.pick(order):
         try:
@@ -209,6 +230,7 @@ def run_epoch(bench):
         rows.append({"framework": framework, "config": config, "worker": name,
                      "seconds": harness.median(harness.samples(kept, name)),
                      "ratio_fastnn_faster": harness.paired_ratio(kept, name, bench.headline),
+                     "ratio_medium_faster": harness.paired_ratio(kept, name, MEDIUM),
                      "samples": harness.samples(kept, name), "test_accuracy_after": acc["test_accuracy"],
                      "epochs_trained": acc["epochs_trained"]})
     _mark_headline(rows, bench.headline)
@@ -226,9 +248,10 @@ def run_epoch(bench):
 
 def run_time_to_98(bench, recipe, target=0.98):
     s = bench.settings
-    names = [bench.headline] + (["textbook", "jax-jit", "jax-scan"] + [n for n in bench.workers
-                                                                       if n.startswith("torch-")]
-                                if s["t98_peers"] else [])
+    names = [bench.headline, MEDIUM] + (["textbook", "jax-jit", "jax-scan"] + [n for n in bench.workers
+                                                                               if n.startswith("torch-")
+                                                                               and not is_bf16(n)]
+                                        if s["t98_peers"] else [])
     workers = bench.pick(names)
 
     def log(r, got):
@@ -336,8 +359,31 @@ def evaluate_targets(res):
     for row in res["neighbour"]:
         add(f"{row['framework']} op right after a fastnn kernel", "the op alone", row["slowdown"], NEIGHBOUR_TARGET,
             "<=", "x slowdown")
+    _bf16_targets(res, add)
     fit = {r["framework"]: r for r in res["sklearn_fit"]}
     add("MLPClassifier fit, MNIST, hidden (100,), max_iter=5", "scikit-learn",
         fit.get("scikit-learn", {}).get("ratio_fastnn_faster"), FIT_TARGET,
         note=res["skipped"].get("sklearn_fit"))
     return targets
+
+
+def _bf16_targets(res, add):
+    """"medium" against NumPy's float32 and PyTorch's bf16 kernels, and the epoch and time to 98% in it."""
+    if MEDIUM not in res["isolation"]["workers"]:
+        return
+    medium = {(r["kernel"], r["shape"]): r for r in res["kernels"] if r["worker"] == MEDIUM}
+    torch_bf16 = {(r["kernel"], r["shape"]): r for r in res["kernels"]
+                  if r["framework"] == "PyTorch" and r["precision"] == "bfloat16"}
+    for kernel, shape, goal in BF16_KERNEL_TARGETS:
+        add(f"{kernel} {shape}, medium", "NumPy float32", medium.get((kernel, shape), {}).get("ratio_vs_textbook"),
+            goal)
+        if kernel == "matmul":
+            add(f"{kernel} {shape}, medium", "PyTorch bf16 torch.mm",
+                torch_bf16.get((kernel, shape), {}).get("ratio_medium_faster"), 1.0)
+    highest = next((r for r in res["mnist_epoch"] if r["worker"] == res["headline_worker"]), {})
+    add("MNIST epoch, medium", "highest", highest.get("ratio_medium_faster"), BF16_EPOCH_TARGET)
+    t98 = next((r for r in res["time_to_98"] if r["worker"] == MEDIUM), None)
+    note = None if not t98 or t98["reached"] else \
+        f"not reached: {100 * t98['test_accuracy']:.2f}% after {t98['epochs']} epochs"
+    add("time to 98% test accuracy, medium", "fastnn train defaults", t98 and t98["seconds"],
+        BF16_T98_TARGET_SECONDS, "<=", "s", note)

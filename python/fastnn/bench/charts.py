@@ -15,7 +15,7 @@ def plot_kernels(res, path):
     rows = kernel_cases(res)
     cols = [(c, t) for c, t in KERNEL_COLUMNS if any(c in r[2] for r in rows)]
     colors = {"fastnn-numpy": "#9e9e9e", "fastnn-numba": "#f2a93b", "fastnn-cpp": "#2b7bba", "PyTorch": "#d9534f",
-              "JAX": "#5cb85c"}
+              "JAX": "#5cb85c", cases.MEDIUM: "#7fb3e0", "PyTorch bf16": "#eea29f"}
     targets = {(k, s): g for k, s, g, _ in cases.KERNEL_TARGETS}
     height = 0.8 / max(len(cols), 1)
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.5 * len(rows)))
@@ -35,7 +35,7 @@ def plot_kernels(res, path):
     ax.set_yticklabels([f"{k}  {s}" for k, s, _ in rows], fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("speed-up over the textbook NumPy code (x, log scale; higher is faster)")
-    fig.suptitle(f"Kernels, float32 — {res['machine']['cpu']}, {res['threads']} threads, {res['date']} "
+    fig.suptitle(f"Kernels (float32 arrays; bf16: matmul inputs rounded) — {res['machine']['cpu']}, {res['threads']} threads, {res['date']} "
                  f"({res['mode']} run)", fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.25)
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=7, fontsize=8, frameon=False)

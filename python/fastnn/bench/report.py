@@ -20,16 +20,20 @@ METHOD = ("each framework configuration runs in its own worker process; the pare
           "GB/s count the bytes each kernel must read and write once.")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 KERNEL_COLUMNS = [("fastnn-numpy", "fastnn numpy"), ("fastnn-numba", "fastnn numba"), ("fastnn-cpp", "fastnn cpp"),
-                  ("PyTorch", "PyTorch"), ("JAX", "JAX")]
+                  ("PyTorch", "PyTorch"), ("JAX", "JAX"), (cases.MEDIUM, "fastnn cpp medium (bf16)"),
+                  ("PyTorch bf16", "PyTorch bf16")]
 SUMMARY_KERNELS = [("matmul", "128x784x256"), ("linear_backward", "128x784->256"), ("softmax_cross_entropy", "128x10"),
                    ("adam_step", "784-256-128-10")]
 
 
 def add_fractions_of_peak(res):
-    """Throughput as a share of the FMA peak (GFLOP/s) or of the copy bandwidth (GB/s)."""
+    """Throughput as a share of the FMA peak (float32 GFLOP/s), of the bf16 dot-product peak
+    (bfloat16 GFLOP/s) or of the copy bandwidth (GB/s)."""
     peak, copy = res["peak"].get("gflops"), res["copy_bandwidth"].get("gbs")
+    bf16_peak = res.get("bf16_peak", {}).get("gflops")
     for row in res["kernels"]:
-        ref = {"GFLOP/s": peak, "GB/s": copy}.get(row["unit"])  # dense-equivalent rates are not comparable
+        flops_peak = bf16_peak if row.get("precision") == "bfloat16" else peak
+        ref = {"GFLOP/s": flops_peak, "GB/s": copy}.get(row["unit"])  # dense-equivalent rates are not comparable
         row["fraction_of_peak"] = row["throughput"] / ref if ref and row.get("throughput") else None
 
 
@@ -68,6 +72,8 @@ def kernel_cases(res):
             out.append((row["kernel"], row["shape"], index[key]))
         if row["framework"] == "textbook NumPy":
             index[key]["textbook"] = row
+        elif row.get("precision") == "bfloat16" and row["framework"] != "fastnn":
+            index[key][row["framework"] + " bf16"] = row
         elif row["framework"] == "fastnn":
             index[key][row["worker"]] = row
         elif row["headline"]:
@@ -89,8 +95,11 @@ def _peak_line(res):
     p, c = res["peak"], res["copy_bandwidth"]
     fma = (f"{p['gflops']:.0f} GFLOP/s on {p.get('threads')} threads ({p.get('gflops_1thread') or 0:.0f} on 1; "
            f"{p.get('estimate')})" if p.get("gflops") else f"not measured ({p.get('error')})")
+    b = res.get("bf16_peak", {})
+    bf16 = (f"{b['gflops']:.0f} GFLOP/s ({b.get('gflops_1thread') or 0:.0f} on 1)" if b.get("gflops")
+            else f"not measured ({b.get('error')})")
     bw = f"{c['gbs']:.1f} GB/s" if c.get("gbs") else "not measured"
-    return f"measured float32 FMA peak {fma}; copy bandwidth {bw}"
+    return f"measured float32 FMA peak {fma}; bf16 dot-product peak {bf16}; copy bandwidth {bw}"
 
 
 def _target_cells(t, markdown=False):
@@ -141,13 +150,32 @@ def _sections(res, markdown):
                 f"exceed it)",
                 ["kernel", "shape", "textbook NumPy"] + [t for _, t in KERNEL_COLUMNS] + [f"{head} throughput",
                                                                                        "of peak"], krows, 2))
+    brows = []
+    for kernel, shape, cols in kernel_cases(res):
+        medium, torch_bf16 = cols.get(cases.MEDIUM), cols.get("PyTorch bf16")
+        if not medium:
+            continue
+        cells = []
+        for row in (medium, torch_bf16):
+            thr, frac = (row or {}).get("throughput"), (row or {}).get("fraction_of_peak")
+            cells += [f"{thr:.0f}" if thr else "-", f"{100 * frac:.0f}%" if frac else "-"]
+        brows.append([kernel, re.sub(r"(?<=\d)x(?=\d)", "×", shape) if markdown else shape,
+                      fmt_ratio(medium.get("ratio_vs_textbook")),
+                      fmt_ratio((cols.get(res["headline_worker"]) or {}).get("ratio_medium_faster")),
+                      fmt_ratio((torch_bf16 or {}).get("ratio_medium_faster"))] + cells)
+    if brows:
+        out.append(("bfloat16 matmuls: fastnn in matmul precision \"medium\" (float32 arrays, inputs rounded to "
+                    "bf16, float32 sums) against NumPy's float32, fastnn's \"highest\" and PyTorch's torch.mm on "
+                    "bf16 tensors; GFLOP/s and share of the measured bf16 dot-product peak",
+                    ["kernel", "shape", "medium vs NumPy", "medium vs highest", "medium vs PyTorch bf16",
+                     "medium GFLOP/s", "of bf16 peak", "PyTorch bf16 GFLOP/s", "of bf16 peak"], brows, 2))
     e = res.get("mnist_epoch_setup") or {}
     out.append((f"MNIST epoch: {e.get('architecture')}, {e.get('optimizer')}, batch {e.get('batch_size')}, "
                 f"{e.get('samples_per_epoch')} samples ({e.get('data')}), median of {e.get('repetitions')}; "
                 f"{e.get('same_work')}", ["framework", "configuration", "seconds", "fastnn faster by",
-                                          "test accuracy after"],
+                                          "fastnn medium faster by", "test accuracy after"],
                 [[r["framework"] + (" *" if r["headline"] else ""), r["config"], f"{r['seconds']:.3f}",
-                  fmt_ratio(r["ratio_fastnn_faster"]),
+                  fmt_ratio(r["ratio_fastnn_faster"]), fmt_ratio(r.get("ratio_medium_faster")),
                   f"{100 * r['test_accuracy_after']:.2f}% ({r['epochs_trained']} ep.)"] for r in res["mnist_epoch"]],
                 2))
     t = res.get("time_to_98_setup")
@@ -202,7 +230,8 @@ def format_terminal(res):
 
 def format_markdown(res, image_dir=""):
     out = [f"Measured on **{res['date']}** ({res['mode']} run of `fastnn bench`) on: {_machine_line(res)}.", "",
-           f"Method: {res['method']} Baseline: {_peak_line(res)}. float32 throughout. * marks the configuration "
+           f"Method: {res['method']} Baseline: {_peak_line(res)}. float32 arrays throughout; only the "
+           "\"medium\" and bf16 rows round the matmuls' inputs to bfloat16. * marks the configuration "
            "that counts for each framework (fastnn's default backend, each peer's faster one).", ""]
     out += [f"> {n}" for n in _notes(res)] + ([""] if _notes(res) else [])
     for title, header, rows, right in _sections(res, markdown=True):
@@ -235,13 +264,24 @@ def format_summary(res, results_dir):
                     + [f"{100 * frac:.0f}% of FMA peak" if frac and ours["unit"] == "GFLOP/s" else ""])
     e = res["mnist_epoch"]
     rows.append(["MNIST epoch"] + [fmt_ratio(_headline_ratio(e, p)) for p in peers] + [""])
-    t = res["time_to_98"]
-    ours = next((r for r in t if r["worker"] == head and r["seconds"]), None)
-    cells = []
-    for peer in peers:
-        other = next((r for r in t if r["framework"] == peer and r["headline"] and r["seconds"]), None)
-        cells.append(fmt_ratio(other["seconds"] / ours["seconds"]) if ours and other else "-")
-    rows.append(["time to 98% test accuracy"] + cells + [f"{ours['seconds']:.2f} s" if ours else ""])
+    rows.append(_time_to_98_row(res["time_to_98"], head, peers, "time to 98% test accuracy"))
+    for kernel, shape, cols in kernel_cases(res):
+        medium = cols.get(cases.MEDIUM)
+        if (kernel, shape) != SUMMARY_KERNELS[0] or not medium:
+            continue
+        frac = medium.get("fraction_of_peak")
+        rows.append([f"{kernel} {re.sub(r'(?<=[0-9])x(?=[0-9])', '×', shape)}, medium (bf16)",
+                     fmt_ratio(medium.get("ratio_vs_textbook")),
+                     fmt_ratio(cols.get("PyTorch bf16", {}).get("ratio_medium_faster")), "-",
+                     f"{100 * frac:.0f}% of bf16 peak" if frac else ""])
+    medium_epoch = next((r for r in e if r["worker"] == cases.MEDIUM), None)
+    if medium_epoch:
+        highest = next((r for r in e if r["worker"] == head), {})
+        rows.append(["MNIST epoch, medium (bf16)"] + [fmt_ratio(_headline_ratio(e, p, "ratio_medium_faster"))
+                                                      for p in peers]
+                    + [f"{fmt_ratio(highest.get('ratio_medium_faster'))} highest"])
+    if any(r["worker"] == cases.MEDIUM for r in res["time_to_98"]):
+        rows.append(_time_to_98_row(res["time_to_98"], cases.MEDIUM, peers, "time to 98%, medium (bf16)"))
     link = f"{results_dir.rstrip('/')}/results.md" if results_dir else "results.md"
     out = [f"How many times faster fastnn ({res['headline']} backend) is, measured on {res['date']} "
            f"({res['mode']} run) on {res['machine']['cpu']}, {res['threads']} threads:", ""]
@@ -250,9 +290,18 @@ def format_summary(res, results_dir):
             "at 1 thread and at all cores, JAX per-step jit and whole-epoch jit + scan; the faster counts),",
             "on the same data, initial weights and batches; rounds interleave the frameworks one at a time, and "
             "ratios are medians of per-round ratios.",
-            f"Full tables (kernels, epoch, time to 98%, neighbour, scikit-learn fit), machine and peaks: "
+            f"Full tables (kernels, bf16, epoch, time to 98%, neighbour, scikit-learn fit), machine and peaks: "
             f"[{link}]({link})."]
     return "\n".join(out) + "\n"
+
+
+def _time_to_98_row(t, worker, peers, title):
+    ours = next((r for r in t if r["worker"] == worker and r["seconds"]), None)
+    cells = []
+    for peer in peers:
+        other = next((r for r in t if r["framework"] == peer and r["headline"] and r["seconds"]), None)
+        cells.append(fmt_ratio(other["seconds"] / ours["seconds"]) if ours and other else "-")
+    return [title] + cells + [f"{ours['seconds']:.2f} s" if ours else ""]
 
 
 def update_readme(readme, markdown):

@@ -1,6 +1,7 @@
 """A bench worker: `python -m fastnn.bench.worker NAME`, one framework configuration per process.
 
-NAME is textbook | fastnn-<backend> | torch-<threads> | jax-jit | jax-scan | sklearn | neighbour.
+NAME is textbook | fastnn-<backend>[-medium] | torch-<threads>[-bf16] | jax-jit | jax-scan | sklearn |
+neighbour.
 The worker reads one JSON request per line on stdin and answers each with one
 JSON line, {"ok": true, ...} or {"ok": false, "error": ...}, on the stdout it
 was started with; whatever the libraries print goes to stderr instead.
@@ -21,10 +22,14 @@ def _version(dist):
         return None
 
 
+BF16_TOLERANCE = 2e-2  # inputs rounded to 8 significant bits, sums of hundreds of products
+
+
 class Worker:
     """The commands every worker answers; subclasses say how their framework runs the work."""
 
     framework = config = None
+    tolerance = 2e-3  # float32 rounding; workers whose matmuls round their inputs to bfloat16 allow more
 
     def __init__(self):
         self._kernel = self._trainer = None
@@ -49,7 +54,7 @@ class Worker:
         want = workloads.textbook_kernel(kernel, inputs)() if kernel != "adam_step" else None
         workloads.settle_self(1.0)  # NumPy's threads, spinning after the reference, would slow the warm-up
         self._kernel = workloads.TimedKernel(self.kernel_fn(kernel, inputs), min_time)
-        agrees = None if want is None else workloads.agrees(self._kernel.result, want)
+        agrees = None if want is None else workloads.agrees(self._kernel.result, want, self.tolerance)
         return {"work": work, "unit": unit, "calls_per_sample": self._kernel.inner, "agrees": agrees}
 
     def kernel_sample(self):
@@ -123,18 +128,30 @@ class TextbookWorker(Worker):
 
     def baseline(self, threads, peak_seconds, peak_reps, copy_mib):
         from . import baseline
-        return {"peak": baseline.measure_fma_peak(threads, peak_seconds, peak_reps),
+        return {"peak": baseline.measure_peak("fma", threads, peak_seconds, peak_reps),
+                "bf16_peak": baseline.measure_peak("bf16_dot", threads, peak_seconds, peak_reps),
                 "copy_bandwidth": baseline.measure_copy_bandwidth(copy_mib, max(3, peak_reps))}
 
 
 class FastnnWorker(Worker):
     framework = "fastnn"
 
-    def __init__(self, backend):
+    def __init__(self, backend, precision="highest"):
         super().__init__()
         import fastnn
         fastnn.set_backend(backend)
+        fastnn.set_float32_matmul_precision(precision)
         self.backend, self.config = backend, f"{backend} backend"
+        if precision != "highest":
+            self.config += f", matmul precision {precision!r} (bfloat16 inputs)"
+            self.tolerance = BF16_TOLERANCE
+
+    def hello(self):
+        import fastnn
+        info = fastnn.info()
+        if info["matmul_precision"] != "highest" and not info["bf16"]:
+            return {"available": False, "reason": "this CPU has no AVX512_BF16: 'medium' would run the float32 code"}
+        return super().hello()
 
     def details(self):
         import fastnn
@@ -169,20 +186,25 @@ class FastnnWorker(Worker):
 class TorchWorker(Worker):
     framework = "PyTorch"
 
-    def __init__(self, threads):
+    def __init__(self, threads, dtype="float32"):
         super().__init__()
         import torch
         torch.set_num_threads(threads)
-        self.torch, self.config = torch, f"torch.set_num_threads({threads})"
+        self.torch, self.dtype, self.config = torch, dtype, f"torch.set_num_threads({threads})"
+        if dtype != "float32":
+            self.config += f", {dtype} tensors"
+            self.tolerance = BF16_TOLERANCE
 
     def details(self):
         return {"versions": {"torch": self.torch.__version__}, "threads": self.torch.get_num_threads()}
 
     def kernel_fn(self, kernel, inputs):
         from . import workloads
-        return workloads.torch_kernel(self.torch, kernel, inputs)
+        return workloads.torch_kernel(self.torch, kernel, inputs, self.dtype)
 
     def trainer(self, x, y, weights, seed, recipe):
+        if self.dtype != "float32":
+            raise NotImplementedError(f"the {self.dtype} worker runs kernels only")
         from . import workloads
         return workloads.TorchTrainer(x, y, weights, seed, recipe)
 
@@ -266,13 +288,15 @@ def _timed_fit(model, samples, synthetic):
 
 
 def make_worker(name):
+    """textbook, fastnn-<backend>[-<matmul precision>], torch-<threads>[-bf16], jax-<idiom>, sklearn, neighbour."""
     framework, _, config = name.partition("-")
     if framework == "textbook":
         return TextbookWorker()
     if framework == "fastnn":
-        return FastnnWorker(config)
+        return FastnnWorker(*config.split("-"))
     if framework == "torch":
-        return TorchWorker(int(config))
+        threads, _, dtype = config.partition("-")
+        return TorchWorker(int(threads), {"": "float32", "bf16": "bfloat16"}[dtype])
     if framework == "jax":
         return JaxWorker(config)
     if framework == "sklearn":

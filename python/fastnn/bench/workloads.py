@@ -170,8 +170,11 @@ def fastnn_kernel(kernel, inp, backend):
     return step
 
 
-def torch_kernel(torch, kernel, inp):
+def torch_kernel(torch, kernel, inp, dtype="float32"):
+    """The kernel in PyTorch; with dtype "bfloat16", the matmuls on bfloat16 tensors (the others stay float32)."""
     t = {k: torch.from_numpy(v) for k, v in inp.items() if isinstance(v, np.ndarray)}
+    if dtype != "float32" and kernel in ("matmul", "linear", "linear_backward"):
+        t = {k: v.to(getattr(torch, dtype)) for k, v in t.items()}
     tf = torch.nn.functional
     if kernel in ("relu", "sigmoid", "tanh"):
         fn, x = getattr(torch, kernel), t["x"]
@@ -241,20 +244,21 @@ def jax_kernel(jax, kernel, inp):
 def _as_numpy(value):
     if isinstance(value, (tuple, list)):
         return [_as_numpy(v) for v in value]
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().numpy()
+    if hasattr(value, "detach"):  # a torch tensor, perhaps bfloat16, which NumPy has no type for
+        value = value.detach().float().numpy()
     return np.asarray(value, dtype=np.float64)
 
 
-def agrees(got, want):
-    """Results equal up to float32 rounding (relative to the result's scale)."""
+def agrees(got, want, tolerance=2e-3):
+    """Results equal up to `tolerance` (float32 rounding by default), relative to the result's scale."""
     got, want = _as_numpy(got), _as_numpy(want)
     if isinstance(want, list):
-        return isinstance(got, list) and len(got) == len(want) and all(agrees(g, w) for g, w in zip(got, want))
+        return isinstance(got, list) and len(got) == len(want) and all(agrees(g, w, tolerance)
+                                                                        for g, w in zip(got, want))
     if got.shape != want.shape:
         return False
     scale = float(np.max(np.abs(want))) if want.size else 1.0
-    return bool(np.allclose(got, want, rtol=2e-3, atol=2e-3 * max(scale, 1e-3)))
+    return bool(np.allclose(got, want, rtol=tolerance, atol=tolerance * max(scale, 1e-3)))
 
 
 class TimedKernel:
