@@ -10,7 +10,12 @@
 //   for milliseconds, on the cores that NumPy's or PyTorch's threads need next.
 //   Here a worker spins for kSpinMicroseconds after its last job (enough to
 //   bridge the Python between two kernels of a step), then sleeps on a
-//   condition variable.
+//   condition variable. The spin is adaptive: when the last kLongGapsToStop
+//   gaps between jobs were all longer than the spin, spinning would not have
+//   caught the next job, so workers sleep at once and leave the cores to
+//   whatever runs between fastnn's calls; one short gap brings the spin back.
+//   Every spin-wait yields now and then, so that a waiter that shares a core
+//   with the thread it waits for lets that thread run.
 // - one cap: calls from several Python threads take turns on the one pool, so
 //   together they never run more than num_threads() threads.
 // `#pragma omp simd` stays (it needs only the compiler, -fopenmp-simd).
@@ -19,6 +24,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -39,6 +45,17 @@ namespace fastnn {
 namespace {
 
 constexpr int kSpinMicroseconds = 50;
+constexpr int kLongGapsToStop = 2;
+using Clock = std::chrono::steady_clock;
+
+// Spin-waits until done() holds, with a pause per check and a yield every 64.
+template <class Done>
+void spin_until(Done done) {
+  for (int spins = 1; !done(); ++spins) {
+    cpu_relax();
+    if ((spins & 63) == 0) sched_yield();
+  }
+}
 
 int cores_available() {
   cpu_set_t set;
@@ -74,6 +91,9 @@ struct Pool {
   // The running team's barrier.
   std::atomic<int> barrier_arrived{0};
   std::atomic<unsigned long> barrier_phase{0};
+  // When the last job ended, and how many gaps in a row were too long to spin through.
+  Clock::time_point last_job_end{};
+  std::atomic<int> long_gaps{0};
 };
 
 // Serialises jobs, pool changes and fork(); held for the whole of a job.
@@ -88,7 +108,8 @@ void worker_main(Pool* pool, int index) {
   Slot& slot = pool->slots[index];
   unsigned long seen = 0;
   for (;;) {
-    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicroseconds);
+    const bool spin = pool->long_gaps.load(std::memory_order_relaxed) < kLongGapsToStop;
+    const auto spin_end = Clock::now() + std::chrono::microseconds(spin ? kSpinMicroseconds : 0);
     unsigned long ticket;
     for (int spins = 0;; ++spins) {
       ticket = slot.ticket.load(std::memory_order_acquire);
@@ -97,7 +118,7 @@ void worker_main(Pool* pool, int index) {
       if ((spins & 63) != 63) continue;
       // Another process's or library's thread waiting for this core gets it.
       sched_yield();
-      if (std::chrono::steady_clock::now() > spin_until) {
+      if (Clock::now() > spin_end) {
         std::unique_lock<std::mutex> lock(pool->sleep_mutex);
         pool->sleepers.fetch_add(1);
         while (slot.ticket.load() == seen && !pool->stopping.load()) pool->wake.wait(lock);
@@ -201,6 +222,10 @@ void run_team(int threads, TeamFn fn, void* ctx) {
     fn(ctx, 0, 1);
     return;
   }
+  const Clock::time_point start = Clock::now();
+  const bool long_gap = start - pool->last_job_end > std::chrono::microseconds(kSpinMicroseconds);
+  const int long_gaps = pool->long_gaps.load(std::memory_order_relaxed);
+  pool->long_gaps.store(long_gap ? std::min(long_gaps + 1, kLongGapsToStop) : 0, std::memory_order_relaxed);
   pool->done.store(0, std::memory_order_relaxed);
   pool->barrier_arrived.store(0, std::memory_order_relaxed);
   for (int i = 0; i < team - 1; ++i) {
@@ -218,7 +243,8 @@ void run_team(int threads, TeamFn fn, void* ctx) {
   tl_team = team;
   fn(ctx, 0, team);
   tl_team = 1;
-  while (pool->done.load(std::memory_order_acquire) != team - 1) cpu_relax();
+  spin_until([&] { return pool->done.load(std::memory_order_acquire) == team - 1; });
+  pool->last_job_end = Clock::now();
 }
 
 void team_barrier() {
@@ -231,7 +257,7 @@ void team_barrier() {
     pool->barrier_arrived.store(0, std::memory_order_relaxed);
     pool->barrier_phase.store(phase + 1, std::memory_order_release);
   } else {
-    while (pool->barrier_phase.load(std::memory_order_acquire) == phase) cpu_relax();
+    spin_until([&] { return pool->barrier_phase.load(std::memory_order_acquire) != phase; });
   }
 }
 
