@@ -137,3 +137,20 @@ def test_every_backend_has_the_dense_entry_points():
         assert isinstance(module.BLOCK_SPARSE, bool)
         assert callable(module.dense_linear) and callable(module.dense_linear_backward)
     assert cpp_backend.BLOCK_SPARSE and not numpy_backend.BLOCK_SPARSE
+
+
+def test_cpp_dense_entry_points_are_cores_gemm_not_the_sparse_product(rng):
+    # sparse=False multiplies with _core's GEMM, bit for bit as matmul does, even where x is sparse.
+    x, _ = mnist_like(rng, n=128)
+    assert fastnn._core.block_sparse(x) is not None
+    W = rng.standard_normal((196, 48)).astype(np.float32)
+    b = rng.standard_normal(48).astype(np.float32)
+    dy = rng.standard_normal((128, 48)).astype(np.float32)
+    product = fastnn._core.matmul(x, W)
+    np.testing.assert_array_equal(cpp_backend.dense_linear(x, W, b, "none"), product + b)
+    np.testing.assert_array_equal(cpp_backend.dense_linear(x, W, None, "relu"), np.maximum(product, 0))
+    dx, dW, db = cpp_backend.dense_linear_backward(x, W, dy)
+    np.testing.assert_array_equal(dW, fastnn._core.matmul(x, dy, trans_a=True))
+    np.testing.assert_array_equal(dx, fastnn._core.matmul(dy, W, trans_b=True))
+    sparse_dW = cpp_backend.linear_backward(x, W, dy)[1]
+    np.testing.assert_allclose(sparse_dW, dW, rtol=1e-5, atol=1e-5)

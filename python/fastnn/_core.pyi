@@ -81,16 +81,18 @@ def binary_cross_entropy_with_logits_backward(z: Array, t: Array, scale: float =
 def matmul(a: Array, b: Array, trans_a: bool = False, trans_b: bool = False, out: Optional[Array] = None) -> Array:
     """op(a) (M, K) @ op(b) (K, N); transposed operands are read in place, never copied."""
 def linear(x: Array, W: Array, b: Optional[Array] = None, activation: str = "none",
-           out: Optional[Array] = None) -> Array:
-    """act(x (N, in) @ W (in, out) + b (out,)), bias and activation applied by the GEMM's store."""
+           out: Optional[Array] = None, sparse: bool = True) -> Array:
+    """act(x (N, in) @ W (in, out) + b (out,)), bias and activation applied by the GEMM's store.
+    With sparse, a mostly-zero x is multiplied by its nonzeros only (see block_sparse)."""
 def linear_backward(x: Array, W: Array, dy: Array, y: Optional[Array] = None, activation: str = "none",
                     need_dx: bool = True, dx_out: Optional[Array] = None, dW_out: Optional[Array] = None,
                     db_out: Optional[Array] = None, x_activation: str = "none",
-                    dz_out: Optional[Array] = None) -> Tuple[Optional[Array], Array, Array]:
+                    dz_out: Optional[Array] = None, sparse: bool = True) -> Tuple[Optional[Array], Array, Array]:
     """(dx (N, in) or None, dW (in, out), db (out,)) given dy (N, out) and, for a
     fused activation, its output y. dz_out is scratch for dy * act'(y) (may be dy).
     With x_activation, x is that activation's output and dx is dx * act'(x),
-    applied by the dx GEMM's store."""
+    applied by the dx GEMM's store. With sparse, dW = x^T @ dz skips a
+    mostly-zero x's zeros, as linear does."""
 def gather_rows(x: Array, index: Array, out: Optional[Array] = None) -> Array:
     """x[index] for int64 index (B,), rows copied in parallel; any plain dtype."""
 

@@ -360,7 +360,7 @@ void check_linear_operands(const py::array& x, const py::array& W) {
 }
 
 py::array linear(const py::array& x, const py::array& W, const OptArray& b, const std::string& activation,
-                 const OptArray& out) {
+                 const OptArray& out, bool sparse) {
   check_linear_operands(x, W);
   const index_t rows = x.shape(0), in = x.shape(1), n_out = W.shape(1);
   if (b) {
@@ -373,7 +373,7 @@ py::array linear(const py::array& x, const py::array& W, const OptArray& b, cons
   by_dtype(x, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;
-    fastnn::linear_forward(ptr<T>(x), ptr<T>(W), ptr<T>(b), ptr<T>(y), rows, in, n_out, act);
+    fastnn::linear_forward(ptr<T>(x), ptr<T>(W), ptr<T>(b), ptr<T>(y), rows, in, n_out, act, sparse);
   });
   return y;
 }
@@ -381,7 +381,7 @@ py::array linear(const py::array& x, const py::array& W, const OptArray& b, cons
 py::tuple linear_backward(const py::array& x, const py::array& W, const py::array& dy, const OptArray& y,
                           const std::string& activation, bool need_dx, const OptArray& dx_out,
                           const OptArray& dW_out, const OptArray& db_out, const std::string& x_activation,
-                          const OptArray& dz_out) {
+                          const OptArray& dz_out, bool sparse) {
   check_linear_operands(x, W);
   const index_t rows = x.shape(0), in = x.shape(1), n_out = W.shape(1);
   check_input(dy, "dy", &x, "x");
@@ -410,7 +410,7 @@ py::tuple linear_backward(const py::array& x, const py::array& W, const py::arra
     using T = decltype(t);
     py::gil_scoped_release release;
     fastnn::linear_backward(ptr<T>(x), ptr<T>(W), ptr<T>(dy), ptr<T>(y), ptr<T>(dz), ptr<T>(dx), ptr<T>(dW),
-                            ptr<T>(db), rows, in, n_out, act, x_act);
+                            ptr<T>(db), rows, in, n_out, act, x_act, sparse);
   });
   return py::make_tuple(dx ? py::object(*dx) : py::object(py::none()), dW, db);
 }
@@ -665,12 +665,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &matmul, py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, out_arg);
   m.def("linear", &linear, x_arg, py::arg("W").noconvert(), py::arg("b").noconvert() = py::none(),
-        py::arg("activation") = "none", out_arg);
+        py::arg("activation") = "none", out_arg, py::arg("sparse") = true);
   m.def("linear_backward", &linear_backward, x_arg, py::arg("W").noconvert(), dy_arg,
         py::arg("y").noconvert() = py::none(), py::arg("activation") = "none", py::arg("need_dx") = true,
         py::arg("dx_out").noconvert() = py::none(), py::arg("dW_out").noconvert() = py::none(),
         py::arg("db_out").noconvert() = py::none(), py::arg("x_activation") = "none",
-        py::arg("dz_out").noconvert() = py::none());
+        py::arg("dz_out").noconvert() = py::none(), py::arg("sparse") = true);
   m.def("gather_rows", &gather_rows, x_arg, py::arg("index").noconvert(), out_arg);
   m.def("prefetch_rows", &prefetch_rows, x_arg, py::arg("index").noconvert());
   m.def("block_sparse", &block_sparse, x_arg, py::arg("by_columns") = false);

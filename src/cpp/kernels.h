@@ -36,12 +36,14 @@ void binary_cross_entropy_with_logits_backward(const T* z, const T* t, T* dz, in
 // block_sparse_form gives x (rows, cols) in the form the forward (lines = rows)
 // or the weight gradient (by_columns: lines = columns) uses, or false when x is
 // too dense for it to pay. `a` points into per-thread buffers, valid until the
-// thread's next call.
+// thread's next call. linear_forward and linear_backward try that form only
+// when `sparse` is true; otherwise they always multiply densely.
 template <class T>
 bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, BlockSparse<T>& a);
 // x (rows, in), W (in, out), b (out,) or null -> y (rows, out) = act(x @ W + b).
 template <class T>
-void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act);
+void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act,
+                    bool sparse);
 // dy (rows, out) is dL/d(act output), y (rows, out) that output (unused for Act::none).
 // dz (rows, out) is scratch for dy * act'(y) (may be dy itself, or null for Act::none).
 // Writes dW (in, out), db (out,) if not null, and dx (rows, in) if not null.
@@ -49,7 +51,7 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, inde
 // the gradient the layer before needs, in the dx GEMM's store.
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* dx, T* dW, T* db,
-                     index_t rows, index_t in, index_t out, Act act, Act x_act);
+                     index_t rows, index_t in, index_t out, Act act, Act x_act, bool sparse);
 
 // out (count, row_bytes) = rows of x picked by index (count,); index already checked.
 void gather_rows(const char* x, const std::int64_t* index, char* out, index_t count, index_t row_bytes);

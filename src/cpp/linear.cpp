@@ -122,22 +122,23 @@ bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, 
 }
 
 template <class T>
-void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act) {
+void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act,
+                    bool sparse) {
   SparseMatmulArgs<T> s;
   s.B = W; s.bias = b; s.C = y; s.n = out; s.act = act; s.check_B_finite = true;
-  if (block_sparse_form(x, rows, in, false, s.a) && sparse_matmul(s)) return;
+  if (sparse && block_sparse_form(x, rows, in, false, s.a) && sparse_matmul(s)) return;
   product(false, false, rows, out, in, x, W, y, b, act);
 }
 
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* dx, T* dW, T* db,
-                     index_t rows, index_t in, index_t out, Act act, Act x_act) {
+                     index_t rows, index_t in, index_t out, Act act, Act x_act, bool sparse) {
   if (act != Act::none || db) activation_grad_and_bias(dy, y, dz, db, rows, out, act);
   const T* grad = act == Act::none ? dy : dz;
   // dW (in, out) = x^T (in, rows) @ grad (rows, out)
   SparseMatmulArgs<T> s;
   s.B = grad; s.C = dW; s.n = out; s.check_B_finite = true;
-  if (!(block_sparse_form(x, rows, in, true, s.a) && sparse_matmul(s)))
+  if (!(sparse && block_sparse_form(x, rows, in, true, s.a) && sparse_matmul(s)))
     product(true, false, in, out, rows, x, grad, dW);
   // dx (rows, in) = grad (rows, out) @ W^T (out, in), times x_act'(x)
   if (dx) product(false, true, rows, in, out, grad, W, dx, static_cast<const T*>(nullptr), Act::none, x, x_act);
@@ -167,9 +168,10 @@ void prefetch_rows(const char* x, const std::int64_t* index, index_t count, inde
 
 #define FASTNN_INSTANTIATE(T)                                                                        \
   template bool block_sparse_form<T>(const T*, index_t, index_t, bool, BlockSparse<T>&);             \
-  template void linear_forward<T>(const T*, const T*, const T*, T*, index_t, index_t, index_t, Act); \
+  template void linear_forward<T>(const T*, const T*, const T*, T*, index_t, index_t, index_t, Act,  \
+                                  bool);                                                             \
   template void linear_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, index_t,  \
-                                   index_t, index_t, Act, Act);
+                                   index_t, index_t, Act, Act, bool);
 FASTNN_INSTANTIATE(float)
 FASTNN_INSTANTIATE(double)
 

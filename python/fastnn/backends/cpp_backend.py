@@ -9,11 +9,12 @@ fastnn.nn and fastnn.train call linear, linear_backward and gather_rows with
 positional arguments in the order of the backend interface: pybind11 matches
 keywords by name, which costs about a microsecond a call on the training step.
 """
+import functools
+
 import numpy as np
 
 from .. import _core
-from . import numpy_backend
-from .checks import REDUCTIONS, check_nonempty, check_reduction, checked
+from .checks import REDUCTIONS, check_nonempty, check_reduction
 
 NAME = "cpp"
 FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
@@ -127,11 +128,8 @@ def binary_cross_entropy_with_logits_backward(z, t, reduction="mean"):
 BLOCK_SPARSE = True
 linear = _core.linear
 linear_backward = _core.linear_backward
-# The dense product for sparse_input=False: the reference's (NumPy's BLAS), as
-# long as _core.linear has no switch of its own.
-_reference = checked(numpy_backend)
-dense_linear = _reference.linear
-dense_linear_backward = _reference.linear_backward
+dense_linear = functools.partial(_core.linear, sparse=False)
+dense_linear_backward = functools.partial(_core.linear_backward, sparse=False)
 sgd_step = _core.sgd_step
 adagrad_step = _core.adagrad_step
 rmsprop_step = _core.rmsprop_step
