@@ -233,8 +233,8 @@ double cross_entropy_impl(const py::array& logits, const py::array& target, doub
 
 // (loss, dlogits) with torch's reductions: 'mean' and 'sum' give a float,
 // 'none' the row losses (N,); dlogits is the gradient of that loss ('none': of
-// the summed row losses). One call for a training step's loss, which at
-// 128x10 costs about as much as the kernel.
+// the summed row losses). One call for a training step's loss, because on a
+// small batch each call into _core costs about as much as the kernel.
 py::tuple softmax_cross_entropy_impl(const py::array& logits, const py::array& target, const std::string& reduction,
                                      double label_smoothing, const OptArray& out) {
   if (reduction != "mean" && reduction != "sum" && reduction != "none")

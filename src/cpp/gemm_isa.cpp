@@ -36,11 +36,6 @@
 //    the microkernel's step is one VDPBF16PS per vector (two k per lane) into
 //    float32 accumulators, so the epilogues are the float ones.
 // Everything here is in the ISA namespace and/or has internal linkage.
-//
-// Measured on the 2-core Zen 4 dev box (fp32): the FMA peak is ~116 GFLOP/s
-// per core (one 512-bit or two 256-bit FMAs per cycle); the hot kernel runs
-// at ~97% of it from L1/L2, a whole single-thread GEMM at ~90%, two threads
-// at ~200 GFLOP/s (~87%). AVX2 is as fast as AVX-512 on this core.
 
 #include <cmath>
 #include <cstdint>
@@ -111,7 +106,7 @@ template <> struct PanelMath<float, Bf16Pair> {
 
 // Unrolling of the microkernel's k-chunk loop. With only 16 xmm registers and
 // no FMA, GCC's scheduling of the unrolled loop spills the accumulators, so
-// the SSE2 kernel keeps the chunk loop rolled (measured 2x faster).
+// the SSE2 kernel keeps the chunk loop rolled.
 #if FASTNN_VBYTES == 16
 #define FASTNN_UNROLL_KU _Pragma("GCC unroll 1")
 #else
@@ -712,9 +707,8 @@ static void gemm_impl(const GemmArgs<T>& g) {
   {
     const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
     const int want = num_threads();
-    // An extra thread per 0.15 MFLOP: waking one costs about a microsecond,
-    // which a 0.3 MFLOP product gets back (the last layer of an MNIST MLP,
-    // 128x128 @ 128x10, went from 10 to 8 us, its backward from 18 to 14 us).
+    // An extra thread per 0.15 MFLOP: a small product gains a thread once its
+    // share of the work outlasts the wake-up, so even a narrow last layer splits.
     const double cap = flops / 1.5e5;
     nt = want;
     if (cap < nt) nt = cap < 1.0 ? 1 : static_cast<int>(cap);

@@ -57,10 +57,10 @@ void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t row
 }
 
 // x's block-sparse form is used when at most this share of its blocks'
-// positions are listed. Measured at 128x784->256: with 48% listed the sparse
-// product took 185 us against the GEMM's 276 us, with 35% 141 us, with 18%
-// 65 us (MNIST batches list ~38%); the limit keeps a margin for building the
-// form, which a rejected x also pays for until the check turns it down.
+// positions are listed: the sparse product's time grows with that share, and
+// the limit sits below the share where it would meet the GEMM's, keeping a
+// margin for building the form, which a rejected x also pays for until the
+// check turns it down.
 constexpr double kSparseMaxDensity = 0.5;
 
 // x's block-sparse form, in grow-only per-thread buffers: no allocation per call
@@ -156,7 +156,6 @@ void gather_rows(const char* x, const std::int64_t* index, char* out, index_t co
 // Only the first cache lines of each row are asked for: that takes the memory
 // latency of reaching a random row off the next gather, and the hardware
 // prefetcher streams the rest of the row once the gather reads its start.
-// The gather of an MNIST batch in a training step went from 32.5 to 24 us.
 constexpr index_t kPrefetchBytes = 512;
 
 void prefetch_rows(const char* x, const std::int64_t* index, index_t count, index_t row_bytes) {
