@@ -1,6 +1,7 @@
 // GEMM kernels, compiled once per instruction set (see fastnn_add_isa in
 // CMakeLists.txt): FASTNN_ISA_NS is generic (SSE2), avx2 (AVX2+FMA), avx512, or
-// avx512_bf16, whose copy holds only the bfloat16 GEMM.
+// avx512_bf16, whose copy holds only the bfloat16 GEMM (its float32 "highest"
+// and float64 products are avx512's).
 //
 //   C[M,N] = act(op(A) @ op(B) + (accumulate ? C : 0) + bias[N]) [* gate_act'(gate)]
 //
@@ -41,6 +42,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "dispatch.h"
 #include "parallel.h"
@@ -51,6 +53,7 @@ namespace FASTNN_ISA_NS {
 namespace {
 
 using simd::VT;
+using Relu = Activation<Act::relu>;  // the activation applied in registers
 
 // ---------------------------------------------------------------- config ----
 constexpr int KU = 8;  // k-chunk of the packed panels, in packed elements (K is padded to it)
@@ -181,7 +184,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       V v = simd::load(t + j);
       if (e.load_c) v += simd::loadu(c + j);
       if (add_bias) v += simd::loadu(e.bias + j);
-      if (relu) v = simd::relu(v);
+      if (relu) v = Relu::forward(v, T(0));
       if (gated) v = activation_grad<T>(simd::loadu(gate + j), v, e.gate_act);
       simd::storeu(c + j, v);
     }
@@ -192,7 +195,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       V v = simd::load(t + nvec);
       if (e.load_c) v += simd::load_first(c + nvec, rest);
       if (add_bias) v += simd::load_first(e.bias + nvec, rest);
-      if (relu) v = simd::relu(v);
+      if (relu) v = Relu::forward(v, T(0));
       if (gated) v = activation_grad<T>(simd::load_first(gate + nvec, rest), v, e.gate_act);
       simd::store_first(c + nvec, rest, v);
     }
@@ -201,13 +204,13 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       T v = t[j];
       if (e.load_c) v += c[j];
       if (add_bias) v += e.bias[j];
-      if (relu) v = simd::act_scalar(v, Act::relu);
+      if (relu) v = Relu::forward(v, T(0));
       if (gated) v = activation_grad<T>(gate[j], v, e.gate_act);
       c[j] = v;
     }
 #endif
   }
-  if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
+  if (e.last && needs_pass(e.act))
     for (int r = 0; r < m; ++r) apply_activation(C + r * ldc, n, e.act);
 }
 
@@ -274,12 +277,12 @@ static void ukernel(index_t nq, const P* __restrict A, const P* __restrict B, T*
           V v = acc[r][j];
           if (e.load_c) v += simd::loadu(c + j * W);
           v += bv[j];
-          if (relu) v = simd::relu(v);
+          if (relu) v = Relu::forward(v, T(0));
           if (gated) v = activation_grad<T>(simd::loadu(e.gate + r * ldc + j * W), v, e.gate_act);
           simd::storeu(c + j * W, v);
         }
       }
-      if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
+      if (e.last && needs_pass(e.act))
         for (int r = 0; r < M_; ++r) apply_activation(C + r * ldc, NRp, e.act);
       return;
     }
@@ -603,7 +606,7 @@ static void gemm_block_naive(const GemmArgs<T>& g, index_t m0, index_t m1, index
       }
       if (g.accumulate) s += c[j];
       if (g.bias) s += g.bias[j];
-      s = simd::act_scalar(s, g.act);
+      s = activate(s, g.act);
       c[j] = g.gate ? activation_grad<T>(g.gate[i * g.ldc + j], s, g.gate_act) : s;
     }
   }
@@ -685,7 +688,7 @@ static void gemm_k0(const GemmArgs<T>& g) {
     for (index_t j = 0; j < g.N; ++j) {
       T v = g.accumulate ? c[j] : T(0);
       if (g.bias) v += g.bias[j];
-      v = simd::act_scalar(v, g.act);
+      v = activate(v, g.act);
       c[j] = g.gate ? activation_grad<T>(g.gate[i * g.ldc + j], v, g.gate_act) : v;
     }
   }
@@ -757,11 +760,20 @@ static void gemm_impl(const GemmArgs<T>& g) {
 }  // namespace
 
 #ifdef __AVX512BF16__
-void gemm_bf16(const GemmArgs<float>& g) { gemm_impl<float, Bf16Pair>(g); }
+// Float32 products on bf16 panels in "medium" precision; everything else is avx512's.
+template <class T>
+void gemm(const GemmArgs<T>& g) {
+  if constexpr (std::is_same<T, float>::value)
+    if (matmul_precision() == MatmulPrecision::medium) return gemm_impl<float, Bf16Pair>(g);
+  avx512::gemm(g);
+}
 #else
-void gemm_f32(const GemmArgs<float>& g) { gemm_impl<float, float>(g); }
-void gemm_f64(const GemmArgs<double>& g) { gemm_impl<double, double>(g); }
+template <class T>
+void gemm(const GemmArgs<T>& g) {
+  gemm_impl<T, T>(g);
+}
 #endif
+FASTNN_ISA_KERNEL(gemm)
 
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn

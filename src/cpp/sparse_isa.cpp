@@ -26,6 +26,7 @@ namespace FASTNN_ISA_NS {
 namespace {
 
 using simd::VT;
+using Relu = Activation<Act::relu>;  // the activation applied in registers
 constexpr int R = kSparseBlockLines;
 
 // Vectors of C per tile: R x 6 accumulators of the 32 zmm registers, R x 2 of 16 otherwise.
@@ -73,7 +74,7 @@ inline void block_tile(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
   const bool relu = p.whole && g.act == Act::relu;
   for (int r = 0; r < p.lines; ++r) {
     T* c = p.C + (p.b * R + r) * g.n + c0;
-    for (int v = 0; v < NV; ++v) simd::storeu(c + v * W, relu ? simd::relu(acc[r][v]) : acc[r][v]);
+    for (int v = 0; v < NV; ++v) simd::storeu(c + v * W, relu ? Relu::forward(acc[r][v], T(0)) : acc[r][v]);
   }
 }
 
@@ -96,7 +97,7 @@ inline void block_tail(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
   const bool relu = p.whole && g.act == Act::relu;
   for (int r = 0; r < p.lines; ++r) {
     T* c = p.C + (p.b * R + r) * g.n + c0;
-    for (int j = 0; j < width; ++j) c[j] = relu ? simd::act_scalar(acc[r][j], Act::relu) : acc[r][j];
+    for (int j = 0; j < width; ++j) c[j] = relu ? Relu::forward(acc[r][j], T(0)) : acc[r][j];
   }
 }
 
@@ -108,7 +109,7 @@ void sparse_block(const SparseMatmulArgs<T>& g, const BlockPart<T>& p) {
   for (; c0 + 2 * W <= g.n; c0 += 2 * W) block_tile<T, 2>(g, p, c0);
   for (; c0 + W <= g.n; c0 += W) block_tile<T, 1>(g, p, c0);
   if (c0 < g.n) block_tail(g, p, c0);
-  if (p.whole && (g.act == Act::sigmoid || g.act == Act::tanh))
+  if (p.whole && needs_pass(g.act))
     apply_activation(p.C + p.b * R * g.n, p.lines * g.n, g.act);
 }
 
@@ -194,8 +195,10 @@ index_t depth_share_start(const BlockSparse<T>& a, index_t t, index_t nt) {
 //   block over its depth range (equal shares of the entries), into C for the
 //   blocks it then adds up and into a scratch copy for the others; it then
 //   adds the others' copies into its blocks of C, with bias and activation.
+}  // namespace
+
 template <class T>
-bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
+bool sparse_matmul(const SparseMatmulArgs<T>& g) {
   const BlockSparse<T>& a = g.a;
   const index_t blocks = a.blocks();
   index_t entries = 0;
@@ -259,6 +262,9 @@ bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
   });
   return !special.load();
 }
+FASTNN_ISA_KERNEL(sparse_matmul)
+
+namespace {
 
 // Entries allowed after `done` of `total` steps when max_entries are allowed in
 // all: a dense x is turned down after a few steps, while a sparse one may be
@@ -436,18 +442,13 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
 
 }  // namespace
 
-#define FASTNN_SPARSE_ENTRY_POINTS(T, suffix)                                                               \
-  bool block_sparse_rows_##suffix(const T* x, index_t rows, index_t cols, index_t max_entries,              \
-                                  const BlockSparseBuffers<T>& out) {                                       \
-    return fill_blocks(fill_row_blocks<T>, x, rows, cols, (rows + R - 1) / R, max_entries, out);            \
-  }                                                                                                         \
-  bool block_sparse_columns_##suffix(const T* x, index_t rows, index_t cols, index_t max_entries,           \
-                                     const BlockSparseBuffers<T>& out) {                                    \
-    return fill_blocks(fill_column_blocks<T>, x, rows, cols, (cols + R - 1) / R, max_entries, out);         \
-  }                                                                                                         \
-  bool sparse_matmul_##suffix(const SparseMatmulArgs<T>& g) { return sparse_matmul_blocks(g); }
-FASTNN_SPARSE_ENTRY_POINTS(float, f32)
-FASTNN_SPARSE_ENTRY_POINTS(double, f64)
+template <class T>
+bool fill_block_sparse(const BlockSparseFillArgs<T>& a) {
+  if (a.by_columns)
+    return fill_blocks(fill_column_blocks<T>, a.x, a.rows, a.cols, (a.cols + R - 1) / R, a.max_entries, a.out);
+  return fill_blocks(fill_row_blocks<T>, a.x, a.rows, a.cols, (a.rows + R - 1) / R, a.max_entries, a.out);
+}
+FASTNN_ISA_KERNEL(fill_block_sparse)
 
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn
