@@ -51,13 +51,6 @@ def softmax_cross_entropy(logits: Array, target: Array, reduction: str = "mean",
     'none' (the row losses (N,)), and its gradient (N, C), written to out when
     given ('none': the gradient of the summed row losses)."""
 
-ACTIVATIONS: Tuple[str, ...]
-"""The activations of src/cpp/activation.h: each has name(x, ..., out=None) and
-name_backward(saved, dy, ..., out=None), saved being its output y or its input x."""
-FUSED_ACTIVATIONS: Tuple[str, ...]
-"""The values of linear's and linear_backward's activation arguments: 'none' and
-the activations whose gradient is written in their output."""
-
 def relu(x: Array, out: Optional[Array] = None) -> Array: ...
 def sigmoid(x: Array, out: Optional[Array] = None) -> Array: ...
 def tanh(x: Array, out: Optional[Array] = None) -> Array: ...

@@ -23,6 +23,9 @@
 #include <type_traits>
 
 #include "common.h"
+#ifndef FASTNN_ISA_NS
+#error "FASTNN_ISA_NS names the instruction set being compiled (CMakeLists.txt defines it for every source)"
+#endif
 #include "vector_math.h"
 
 #define FASTNN_FUSABLE_output true
@@ -41,7 +44,7 @@ struct ActivationInfo {
   const char* name;
   const char* parameter;  // null: the activation has none
   double default_parameter;
-  bool fusable;
+  bool fusable;  // its gradient is written in its output y (gradient_of = output)
 };
 #define FASTNN_ACT_INFO(name, parameter, default_value, gradient_of) \
   ActivationInfo{Act::name, #name, parameter, default_value, FASTNN_FUSABLE_##gradient_of},

@@ -142,20 +142,15 @@ auto by_dtype(const py::array& a, F f) {
   return f(double{});
 }
 
-// The activations a linear layer fuses: 'none' and the fusable ones of activation.h.
-std::vector<std::string> fused_activation_names() {
-  std::vector<std::string> names = {"none"};
-  for (const fastnn::ActivationInfo& a : fastnn::kActivations)
-    if (a.fusable) names.push_back(a.name);
-  return names;
-}
-
+// 'none' or a fusable activation of activation.h.
 Act parse_activation(const std::string& name, const char* what = "activation") {
   if (name == "none") return Act::none;
-  for (const fastnn::ActivationInfo& a : fastnn::kActivations)
-    if (a.fusable && name == a.name) return a.act;
-  std::string choices;
-  for (const std::string& n : fused_activation_names()) choices += (choices.empty() ? "'" : ", '") + n + "'";
+  std::string choices = "'none'";
+  for (const fastnn::ActivationInfo& a : fastnn::kActivations) {
+    if (!a.fusable) continue;
+    if (name == a.name) return a.act;
+    choices += std::string(", '") + a.name + "'";
+  }
   throw py::value_error(std::string(what) + " must be one of " + choices + ", got '" + name + "'");
 }
 
@@ -608,13 +603,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("softmax_cross_entropy", &softmax_cross_entropy_impl, py::arg("logits").noconvert(),
         py::arg("target").noconvert(), py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0, out_arg);
 
-  std::vector<std::string> activations;
-  for (const fastnn::ActivationInfo& a : fastnn::kActivations) {
-    bind_activation(m, a);
-    activations.push_back(a.name);
-  }
-  m.attr("ACTIVATIONS") = py::tuple(py::cast(activations));
-  m.attr("FUSED_ACTIVATIONS") = py::tuple(py::cast(fused_activation_names()));
+  for (const fastnn::ActivationInfo& a : fastnn::kActivations) bind_activation(m, a);
 
   auto y_arg = py::arg("y").noconvert();
   auto dy_arg = py::arg("dy").noconvert();

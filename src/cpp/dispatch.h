@@ -136,8 +136,7 @@ struct BlockSparseBuffers {
 // than max_entries entries: then the kernel returns false early.
 template <class T>
 struct BlockSparseFillArgs {
-  const T* x;
-  index_t rows, cols;
+  const T* x; index_t rows, cols;
   bool by_columns;
   index_t max_entries;
   BlockSparseBuffers<T> out;
@@ -149,40 +148,25 @@ struct BlockSparseFillArgs {
 // counts from 1 and is incremented by the caller before the call.
 template <class T>
 struct SgdArgs {
-  T* param;
-  const T* grad;
-  T* momentum_buf;
-  index_t n;
+  T* param; const T* grad; T* momentum_buf; index_t n;
   double lr, momentum, dampening, weight_decay;
   bool nesterov, maximize, first_step;
 };
 template <class T>
 struct AdagradArgs {
-  T* param;
-  const T* grad;
-  T* state_sum;
-  index_t n;
+  T* param; const T* grad; T* state_sum; index_t n;
   double step, lr, lr_decay, weight_decay, eps;
   bool maximize;
 };
 template <class T>
 struct RmspropArgs {
-  T* param;
-  const T* grad;
-  T* square_avg;
-  T* grad_avg;
-  T* momentum_buf;
-  index_t n;
+  T* param; const T* grad; T* square_avg; T* grad_avg; T* momentum_buf; index_t n;
   double lr, alpha, eps, weight_decay, momentum;
   bool centered, maximize;
 };
 template <class T>
 struct AdamArgs {
-  T* param;
-  const T* grad;
-  T* exp_avg;
-  T* exp_avg_sq;
-  index_t n;
+  T* param; const T* grad; T* exp_avg; T* exp_avg_sq; index_t n;
   double step, lr, beta1, beta2, eps, weight_decay;
   bool decoupled_weight_decay, maximize;
 };
