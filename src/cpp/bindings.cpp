@@ -142,12 +142,16 @@ auto by_dtype(const py::array& a, F f) {
   return f(double{});
 }
 
+// 'none' or a fusable activation of activation.h.
 Act parse_activation(const std::string& name, const char* what = "activation") {
   if (name == "none") return Act::none;
-  if (name == "relu") return Act::relu;
-  if (name == "sigmoid") return Act::sigmoid;
-  if (name == "tanh") return Act::tanh;
-  throw py::value_error(std::string(what) + " must be one of 'none', 'relu', 'sigmoid', 'tanh', got '" + name + "'");
+  std::string choices = "'none'";
+  for (const fastnn::ActivationInfo& a : fastnn::kActivations) {
+    if (!a.fusable) continue;
+    if (name == a.name) return a.act;
+    choices += std::string(", '") + a.name + "'";
+  }
+  throw py::value_error(std::string(what) + " must be one of " + choices + ", got '" + name + "'");
 }
 
 // Labels: int64, 1-D, length rows, every value in [0, classes).
@@ -233,8 +237,8 @@ double cross_entropy_impl(const py::array& logits, const py::array& target, doub
 
 // (loss, dlogits) with torch's reductions: 'mean' and 'sum' give a float,
 // 'none' the row losses (N,); dlogits is the gradient of that loss ('none': of
-// the summed row losses). One call for a training step's loss, which at
-// 128x10 costs about as much as the kernel.
+// the summed row losses). One call for a training step's loss, because on a
+// small batch each call into _core costs about as much as the kernel.
 py::tuple softmax_cross_entropy_impl(const py::array& logits, const py::array& target, const std::string& reduction,
                                      double label_smoothing, const OptArray& out) {
   if (reduction != "mean" && reduction != "sum" && reduction != "none")
@@ -256,20 +260,21 @@ py::tuple softmax_cross_entropy_impl(const py::array& logits, const py::array& t
 // -------------------------------------------------------------- activations
 
 // y = f(x) elementwise, any shape.
-py::array unary(const py::array& x, const OptArray& out, fastnn::Elementwise kind, double param = 0.0) {
+py::array unary(const py::array& x, const OptArray& out, Act act, double param) {
   check_input(x, "x");
   py::array y = output(out, "out", x, shape_of(x), {&x}, Alias::allow_in_place);
   by_dtype(x, [&](auto t) {
     using T = decltype(t);
     py::gil_scoped_release release;
-    fastnn::elementwise(fastnn::ElementwiseArgs<T>{kind, ptr<T>(x), nullptr, ptr<T>(y), index_t(x.size()), T(param)});
+    fastnn::elementwise(
+        fastnn::ElementwiseArgs<T>{act, false, ptr<T>(x), nullptr, ptr<T>(y), index_t(x.size()), T(param)});
   });
   return y;
 }
 
-// dx = f(saved, dy) elementwise; `saved` is the forward's output or input.
-py::array binary(const py::array& saved, const char* saved_name, const py::array& dy, const OptArray& out,
-                 fastnn::Elementwise kind, double param = 0.0) {
+// dx = f'(.) * dy elementwise; `saved` is the forward's output or input.
+py::array binary(const py::array& saved, const char* saved_name, const py::array& dy, const OptArray& out, Act act,
+                 double param) {
   check_input(saved, saved_name);
   check_input(dy, "dy", &saved, saved_name);
   check_same_shape(saved, dy, saved_name, "dy");
@@ -278,9 +283,37 @@ py::array binary(const py::array& saved, const char* saved_name, const py::array
     using T = decltype(t);
     py::gil_scoped_release release;
     fastnn::elementwise(
-        fastnn::ElementwiseArgs<T>{kind, ptr<T>(saved), ptr<T>(dy), ptr<T>(dx), index_t(dy.size()), T(param)});
+        fastnn::ElementwiseArgs<T>{act, true, ptr<T>(saved), ptr<T>(dy), ptr<T>(dx), index_t(dy.size()), T(param)});
   });
   return dx;
+}
+
+// name(x, [parameter,] out=None) and name_backward(saved, dy, [parameter,]
+// out=None) for an activation of activation.h, saved being its output y or its
+// input x, as its gradient is written.
+void bind_activation(py::module_& m, const fastnn::ActivationInfo& info) {
+  const Act act = info.act;
+  const char* saved = info.fusable ? "y" : "x";
+  const std::string backward = std::string(info.name) + "_backward";
+  auto x_arg = py::arg("x").noconvert();
+  auto saved_arg = py::arg(saved).noconvert();
+  auto dy_arg = py::arg("dy").noconvert();
+  auto out_arg = py::arg("out").noconvert() = py::none();
+  if (info.parameter == nullptr) {
+    m.def(info.name, [act](const py::array& x, const OptArray& out) { return unary(x, out, act, 0.0); }, x_arg,
+          out_arg);
+    m.def(backward.c_str(), [act, saved](const py::array& s, const py::array& dy, const OptArray& out) {
+      return binary(s, saved, dy, out, act, 0.0);
+    }, saved_arg, dy_arg, out_arg);
+    return;
+  }
+  auto param_arg = py::arg(info.parameter) = info.default_parameter;
+  m.def(info.name, [act](const py::array& x, double param, const OptArray& out) {
+    return unary(x, out, act, param);
+  }, x_arg, param_arg, out_arg);
+  m.def(backward.c_str(), [act, saved](const py::array& s, const py::array& dy, double param, const OptArray& out) {
+    return binary(s, saved, dy, out, act, param);
+  }, saved_arg, dy_arg, param_arg, out_arg);
 }
 
 // ------------------------------------------------------------------- losses
@@ -537,7 +570,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa", [] { return std::string(fastnn::isa_name(fastnn::active_isa())); });
   m.def("cpu_isa", [] { return std::string(fastnn::isa_name(fastnn::cpu_isa())); });
   m.def("pool_workers", &fastnn::pool_workers);
-  m.def("has_bf16", [] { return fastnn::isa_kernels().gemm_bf16 != nullptr; });
+  m.def("has_bf16", [] { return fastnn::active_isa() == fastnn::Isa::avx512_bf16; });
   m.def("matmul_precision", [] {
     switch (fastnn::matmul_precision()) {
       case fastnn::MatmulPrecision::medium: return std::string("medium");
@@ -570,38 +603,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("softmax_cross_entropy", &softmax_cross_entropy_impl, py::arg("logits").noconvert(),
         py::arg("target").noconvert(), py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0, out_arg);
 
-  using fastnn::Elementwise;
-  m.def("relu", [](const py::array& x, const OptArray& out) { return unary(x, out, Elementwise::relu); },
-        x_arg, out_arg);
-  m.def("sigmoid", [](const py::array& x, const OptArray& out) { return unary(x, out, Elementwise::sigmoid); },
-        x_arg, out_arg);
-  m.def("tanh", [](const py::array& x, const OptArray& out) { return unary(x, out, Elementwise::tanh); },
-        x_arg, out_arg);
-  m.def("leaky_relu", [](const py::array& x, double slope, const OptArray& out) {
-    return unary(x, out, Elementwise::leaky_relu, slope);
-  }, x_arg, py::arg("negative_slope") = 0.01, out_arg);
-  m.def("elu", [](const py::array& x, double alpha, const OptArray& out) {
-    return unary(x, out, Elementwise::elu, alpha);
-  }, x_arg, py::arg("alpha") = 1.0, out_arg);
+  for (const fastnn::ActivationInfo& a : fastnn::kActivations) bind_activation(m, a);
 
   auto y_arg = py::arg("y").noconvert();
   auto dy_arg = py::arg("dy").noconvert();
-  m.def("relu_backward", [](const py::array& y, const py::array& dy, const OptArray& out) {
-    return binary(y, "y", dy, out, Elementwise::relu_backward);
-  }, y_arg, dy_arg, out_arg);
-  m.def("sigmoid_backward", [](const py::array& y, const py::array& dy, const OptArray& out) {
-    return binary(y, "y", dy, out, Elementwise::sigmoid_backward);
-  }, y_arg, dy_arg, out_arg);
-  m.def("tanh_backward", [](const py::array& y, const py::array& dy, const OptArray& out) {
-    return binary(y, "y", dy, out, Elementwise::tanh_backward);
-  }, y_arg, dy_arg, out_arg);
-  m.def("leaky_relu_backward", [](const py::array& x, const py::array& dy, double slope, const OptArray& out) {
-    return binary(x, "x", dy, out, Elementwise::leaky_relu_backward, slope);
-  }, x_arg, dy_arg, py::arg("negative_slope") = 0.01, out_arg);
-  m.def("elu_backward", [](const py::array& x, const py::array& dy, double alpha, const OptArray& out) {
-    return binary(x, "x", dy, out, Elementwise::elu_backward, alpha);
-  }, x_arg, dy_arg, py::arg("alpha") = 1.0, out_arg);
-
   auto t_arg = py::arg("t").noconvert();
   auto per_element_arg = py::arg("per_element").noconvert() = py::none();
   auto scale_arg = py::arg("scale") = 1.0;
@@ -685,8 +690,8 @@ PYBIND11_MODULE(_core, m) {
     by_dtype(param, [&](auto t) {
       using T = decltype(t);
       py::gil_scoped_release release;
-      fastnn::sgd_step(ptr<T>(param), ptr<T>(grad), ptr<T>(momentum_buf), index_t(param.size()),
-                       fastnn::SgdHyper{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step});
+      fastnn::sgd_step(fastnn::SgdArgs<T>{ptr<T>(param), ptr<T>(grad), ptr<T>(momentum_buf), index_t(param.size()),
+                                          lr, momentum, dampening, weight_decay, nesterov, maximize, first_step});
     });
   }, param_arg, grad_arg, py::arg("momentum_buf").noconvert(), py::arg("lr"), py::arg("momentum") = 0.0,
      py::arg("dampening") = 0.0, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0,
@@ -698,8 +703,9 @@ PYBIND11_MODULE(_core, m) {
     by_dtype(param, [&](auto t) {
       using T = decltype(t);
       py::gil_scoped_release release;
-      fastnn::adagrad_step(ptr<T>(param), ptr<T>(grad), ptr<T>(state_sum), index_t(param.size()),
-                           fastnn::AdagradHyper{step, lr, lr_decay, weight_decay, eps, maximize});
+      fastnn::adagrad_step(fastnn::AdagradArgs<T>{ptr<T>(param), ptr<T>(grad), ptr<T>(state_sum),
+                                                  index_t(param.size()), step, lr, lr_decay, weight_decay, eps,
+                                                  maximize});
     });
   }, param_arg, grad_arg, py::arg("state_sum").noconvert(), py::arg("step"), py::arg("lr") = 0.01,
      py::arg("lr_decay") = 0.0, py::arg("weight_decay") = 0.0, py::arg("eps") = 1e-10, py::arg("maximize") = false);
@@ -713,9 +719,9 @@ PYBIND11_MODULE(_core, m) {
     by_dtype(param, [&](auto t) {
       using T = decltype(t);
       py::gil_scoped_release release;
-      fastnn::rmsprop_step(ptr<T>(param), ptr<T>(grad), ptr<T>(square_avg), ptr<T>(grad_avg), ptr<T>(momentum_buf),
-                           index_t(param.size()),
-                           fastnn::RmspropHyper{lr, alpha, eps, weight_decay, momentum, centered, maximize});
+      fastnn::rmsprop_step(fastnn::RmspropArgs<T>{ptr<T>(param), ptr<T>(grad), ptr<T>(square_avg), ptr<T>(grad_avg),
+                                                  ptr<T>(momentum_buf), index_t(param.size()), lr, alpha, eps,
+                                                  weight_decay, momentum, centered, maximize});
     });
   }, param_arg, grad_arg, py::arg("square_avg").noconvert(), py::arg("grad_avg").noconvert(),
      py::arg("momentum_buf").noconvert(), py::arg("lr") = 0.01, py::arg("alpha") = 0.99, py::arg("eps") = 1e-8,
@@ -730,8 +736,9 @@ PYBIND11_MODULE(_core, m) {
     by_dtype(param, [&](auto t) {
       using T = decltype(t);
       py::gil_scoped_release release;
-      fastnn::adam_step(ptr<T>(param), ptr<T>(grad), ptr<T>(exp_avg), ptr<T>(exp_avg_sq), index_t(param.size()),
-                        fastnn::AdamHyper{step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize});
+      fastnn::adam_step(fastnn::AdamArgs<T>{ptr<T>(param), ptr<T>(grad), ptr<T>(exp_avg), ptr<T>(exp_avg_sq),
+                                            index_t(param.size()), step, lr, beta1, beta2, eps, weight_decay,
+                                            decoupled_weight_decay, maximize});
     });
   }, param_arg, grad_arg, py::arg("exp_avg").noconvert(), py::arg("exp_avg_sq").noconvert(), py::arg("step"),
      py::arg("lr") = 1e-3, py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8,

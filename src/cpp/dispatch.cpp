@@ -6,29 +6,22 @@
 #include <cstdlib>
 #include <cstring>
 
-
 namespace fastnn {
 
 namespace {
 
-#define FASTNN_ISA_TABLE(ns)                                                                             \
-  IsaKernels{#ns, ns::gemm_f32, ns::gemm_f64, ns::elementwise_f32, ns::elementwise_f64, ns::softmax_f32,   \
-             ns::softmax_f64, ns::cross_entropy_f32, ns::cross_entropy_f64, ns::block_sparse_rows_f32,     \
-             ns::block_sparse_columns_f32, ns::sparse_matmul_f32, ns::block_sparse_rows_f64,               \
-             ns::block_sparse_columns_f64, ns::sparse_matmul_f64, ns::sgd_step_f32, ns::adagrad_step_f32,  \
-             ns::rmsprop_step_f32, ns::adam_step_f32, ns::sgd_step_f64, ns::adagrad_step_f64,              \
-             ns::rmsprop_step_f64, ns::adam_step_f64, nullptr}
-
-// The avx512 table whose float32 GEMM also has a bf16 form: everything else,
-// float32 "highest" included, is the avx512 code itself.
-constexpr IsaKernels with_bf16_gemm(IsaKernels t) {
-  t.name = "avx512_bf16";
-  t.gemm_bf16 = avx512_bf16::gemm_bf16;
-  return t;
-}
-
-const IsaKernels kTables[] = {FASTNN_ISA_TABLE(generic), FASTNN_ISA_TABLE(avx2), FASTNN_ISA_TABLE(avx512),
-                              with_bf16_gemm(FASTNN_ISA_TABLE(avx512))};
+// One table per level, its entries the level's kernels: level##_table::isa is
+// the level's namespace, and qualified lookup finds each kernel there.
+#define FASTNN_TABLE_ENTRY(kernel, Args, Return) , {&isa::kernel<float>, &isa::kernel<double>}
+#define FASTNN_ISA_TABLE(level)                                          \
+  namespace level##_table {                                              \
+  namespace isa = ::fastnn::level;                                       \
+  constexpr IsaKernels kTable{#level FASTNN_KERNELS(FASTNN_TABLE_ENTRY)}; \
+  }
+FASTNN_ISAS(FASTNN_ISA_TABLE)
+#define FASTNN_TABLE_OF(level) level##_table::kTable,
+const IsaKernels kTables[] = {FASTNN_ISAS(FASTNN_TABLE_OF)};
+constexpr int kLevels = sizeof(kTables) / sizeof(kTables[0]);
 
 // CPUID leaf 7 subleaf 1, EAX bit 5.
 bool cpu_has_avx512_bf16() {
@@ -55,10 +48,8 @@ Isa pick_isa() {
   const char* cap = std::getenv("FASTNN_ISA");
   if (cap == nullptr) return best;
   Isa wanted = best;
-  if (std::strcmp(cap, "generic") == 0) wanted = Isa::generic;
-  else if (std::strcmp(cap, "avx2") == 0) wanted = Isa::avx2;
-  else if (std::strcmp(cap, "avx512") == 0) wanted = Isa::avx512;
-  else if (std::strcmp(cap, "avx512_bf16") == 0) wanted = Isa::avx512_bf16;
+  for (int level = 0; level < kLevels; ++level)
+    if (std::strcmp(cap, kTables[level].name) == 0) wanted = static_cast<Isa>(level);
   return static_cast<int>(wanted) < static_cast<int>(best) ? wanted : best;
 }
 

@@ -7,12 +7,23 @@
 // (avx512_bf16 | avx512 | avx2 | generic), and every call goes through that table.
 // avx512_bf16 is the avx512 table plus a GEMM on bfloat16 panels, which float32
 // matmuls take in "medium" precision (set_matmul_precision).
+//
+// FASTNN_KERNELS (below the argument types) lists the kernels of the table: a
+// kernel is a template `Return name(const Args<T>&)` in each level's namespace,
+// compiled for float and double by FASTNN_ISA_KERNEL(name) in its source. The
+// table's members, each level's declarations, the tables and the front doors
+// come from the list.
 #pragma once
+#include "activation.h"
 #include "common.h"
 
 namespace fastnn {
 
-enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
+// The levels, in increasing order: a table per level, FASTNN_ISA caps at a level.
+#define FASTNN_ISAS(X) X(generic) X(avx2) X(avx512) X(avx512_bf16)
+#define FASTNN_ISA_ENUMERATOR(level) level,
+enum class Isa : int { FASTNN_ISAS(FASTNN_ISA_ENUMERATOR) };
+#undef FASTNN_ISA_ENUMERATOR
 
 // C[M,N] = act(op(A)[M,K] @ op(B)[K,N] + (accumulate ? C : 0) + bias[N])
 // op(A) is A (M,K) with row stride lda, or, with trans_a, A stored as (K,M).
@@ -35,17 +46,14 @@ struct GemmArgs {
   Act gate_act = Act::none;
 };
 
-// Activation functions and their gradients: out (n,) = f(a) for the forward
-// kinds, f(a, b) with b = dL/d(output) for the backward ones, whose a is the
-// forward's output (relu, sigmoid, tanh) or input (leaky_relu, elu). param is
-// leaky_relu's negative_slope or elu's alpha. out may be a or b itself.
-enum class Elementwise : int {
-  relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward,
-  leaky_relu, leaky_relu_backward, elu, elu_backward
-};
+// An activation (activation.h) or its gradient, elementwise over n values:
+// out = f(a), or with `backward` out = f'(.) * b, with a what the activation's
+// gradient is written in (its output or its input) and b = dL/d(output).
+// param is the activation's parameter. out may be a or b itself.
 template <class T>
 struct ElementwiseArgs {
-  Elementwise kind;
+  Act act;
+  bool backward;
   const T* a;
   const T* b;
   T* out;
@@ -114,7 +122,7 @@ struct SparseMatmulArgs {
   bool check_B_finite = false;
 };
 
-// Buffers a block_sparse_* builder fills: count (blocks), index (blocks *
+// Buffers a BlockSparse is built in: count (blocks), index (blocks *
 // capacity), value (blocks * kSparseBlockLines * capacity).
 template <class T>
 struct BlockSparseBuffers {
@@ -123,62 +131,77 @@ struct BlockSparseBuffers {
   T* value;
 };
 
-// Optimizer hyperparameters (torch.optim's names). step counts from 1 and is
-// incremented by the caller before the call.
-struct SgdHyper {
+// x (rows, cols) as a BlockSparse whose lines are x's rows (capacity cols) or,
+// by_columns, x's columns (capacity rows), built in `out`, unless it has more
+// than max_entries entries: then the kernel returns false early.
+template <class T>
+struct BlockSparseFillArgs {
+  const T* x; index_t rows, cols;
+  bool by_columns;
+  index_t max_entries;
+  BlockSparseBuffers<T> out;
+};
+
+// In-place optimizer updates of one parameter (n elements) and its state, with
+// torch.optim's hyperparameters; state arrays that an option does not use may
+// be null (momentum_buf without momentum, grad_avg unless centered). step
+// counts from 1 and is incremented by the caller before the call.
+template <class T>
+struct SgdArgs {
+  T* param; const T* grad; T* momentum_buf; index_t n;
   double lr, momentum, dampening, weight_decay;
   bool nesterov, maximize, first_step;
 };
-struct AdagradHyper {
+template <class T>
+struct AdagradArgs {
+  T* param; const T* grad; T* state_sum; index_t n;
   double step, lr, lr_decay, weight_decay, eps;
   bool maximize;
 };
-struct RmspropHyper {
+template <class T>
+struct RmspropArgs {
+  T* param; const T* grad; T* square_avg; T* grad_avg; T* momentum_buf; index_t n;
   double lr, alpha, eps, weight_decay, momentum;
   bool centered, maximize;
 };
-struct AdamHyper {
+template <class T>
+struct AdamArgs {
+  T* param; const T* grad; T* exp_avg; T* exp_avg_sq; index_t n;
   double step, lr, beta1, beta2, eps, weight_decay;
   bool decoupled_weight_decay, maximize;
 };
 
-// In-place updates of one parameter (n elements) and its state; state arrays
-// that an option does not use may be null (momentum_buf without momentum,
-// grad_avg unless centered).
-#define FASTNN_OPTIM_SIGNATURES(T, suffix)                                                                \
-  void (*sgd_step_##suffix)(T* param, const T* grad, T* momentum_buf, index_t n, const SgdHyper&);         \
-  void (*adagrad_step_##suffix)(T* param, const T* grad, T* state_sum, index_t n, const AdagradHyper&);    \
-  void (*rmsprop_step_##suffix)(T* param, const T* grad, T* square_avg, T* grad_avg, T* momentum_buf,     \
-                                index_t n, const RmspropHyper&);                                          \
-  void (*adam_step_##suffix)(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n, const AdamHyper&);
+// X(name, Args, Return) for each kernel of the table. A new kernel is its Args
+// above, a line here, and its template in a *_isa.cpp that ends with
+// FASTNN_ISA_KERNEL(name).
+#define FASTNN_KERNELS(X)                          \
+  X(gemm, GemmArgs, void)                          \
+  X(elementwise, ElementwiseArgs, void)            \
+  X(softmax, SoftmaxArgs, void)                    \
+  X(cross_entropy, CrossEntropyArgs, double)       \
+  X(fill_block_sparse, BlockSparseFillArgs, bool)  \
+  X(sparse_matmul, SparseMatmulArgs, bool)         \
+  X(sgd_step, SgdArgs, void)                       \
+  X(adagrad_step, AdagradArgs, void)               \
+  X(rmsprop_step, RmspropArgs, void)               \
+  X(adam_step, AdamArgs, void)
 
-// block_sparse_rows / block_sparse_columns: x (rows, cols) as a BlockSparse
-// whose lines are x's rows (capacity cols) or x's columns (capacity rows),
-// unless it has more than max_entries entries: then they return false early.
-#define FASTNN_SPARSE_SIGNATURES(T, suffix)                                                              \
-  bool (*block_sparse_rows_##suffix)(const T* x, index_t rows, index_t cols, index_t max_entries,         \
-                                     const BlockSparseBuffers<T>& out);                                   \
-  bool (*block_sparse_columns_##suffix)(const T* x, index_t rows, index_t cols, index_t max_entries,      \
-                                        const BlockSparseBuffers<T>& out);                                \
-  bool (*sparse_matmul_##suffix)(const SparseMatmulArgs<T>&);
+// One kernel's float and double entry points, called alike.
+template <template <class> class ArgsOf, class ReturnType>
+struct IsaKernel {
+  template <class T> using Args = ArgsOf<T>;
+  using Return = ReturnType;
+  Return (*f32)(const Args<float>&);
+  Return (*f64)(const Args<double>&);
+  Return operator()(const Args<float>& a) const { return f32(a); }
+  Return operator()(const Args<double>& a) const { return f64(a); }
+};
 
 struct IsaKernels {
   const char* name;
-  void (*gemm_f32)(const GemmArgs<float>&);
-  void (*gemm_f64)(const GemmArgs<double>&);
-  void (*elementwise_f32)(const ElementwiseArgs<float>&);
-  void (*elementwise_f64)(const ElementwiseArgs<double>&);
-  void (*softmax_f32)(const SoftmaxArgs<float>&);
-  void (*softmax_f64)(const SoftmaxArgs<double>&);
-  double (*cross_entropy_f32)(const CrossEntropyArgs<float>&);
-  double (*cross_entropy_f64)(const CrossEntropyArgs<double>&);
-  FASTNN_SPARSE_SIGNATURES(float, f32)
-  FASTNN_SPARSE_SIGNATURES(double, f64)
-  FASTNN_OPTIM_SIGNATURES(float, f32)
-  FASTNN_OPTIM_SIGNATURES(double, f64)
-  // float32 GEMM with inputs rounded to bf16, float32 accumulation; null
-  // where the CPU (or the FASTNN_ISA cap) has no AVX512_BF16.
-  void (*gemm_bf16)(const GemmArgs<float>&);
+#define FASTNN_TABLE_MEMBER(kernel, Args, Return) IsaKernel<Args, Return> kernel;
+  FASTNN_KERNELS(FASTNN_TABLE_MEMBER)
+#undef FASTNN_TABLE_MEMBER
 };
 
 // The table picked for this process (CPUID capped by FASTNN_ISA), chosen once.
@@ -196,75 +219,31 @@ enum class MatmulPrecision : int { highest = 0, high = 1, medium = 2 };
 MatmulPrecision matmul_precision();
 void set_matmul_precision(MatmulPrecision p);
 
-// Typed front doors, so that callers write gemm(args) for float and double alike.
-inline void gemm(const GemmArgs<float>& a) {
-  const IsaKernels& k = isa_kernels();
-  if (k.gemm_bf16 != nullptr && matmul_precision() == MatmulPrecision::medium) k.gemm_bf16(a);
-  else k.gemm_f32(a);
-}
-inline void gemm(const GemmArgs<double>& a) { isa_kernels().gemm_f64(a); }
-inline void elementwise(const ElementwiseArgs<float>& a) { isa_kernels().elementwise_f32(a); }
-inline void elementwise(const ElementwiseArgs<double>& a) { isa_kernels().elementwise_f64(a); }
-inline void softmax(const SoftmaxArgs<float>& a) { isa_kernels().softmax_f32(a); }
-inline void softmax(const SoftmaxArgs<double>& a) { isa_kernels().softmax_f64(a); }
-inline double cross_entropy(const CrossEntropyArgs<float>& a) { return isa_kernels().cross_entropy_f32(a); }
-inline double cross_entropy(const CrossEntropyArgs<double>& a) { return isa_kernels().cross_entropy_f64(a); }
-#define FASTNN_SPARSE_FRONT_DOORS(T, suffix)                                                               \
-  inline bool block_sparse_rows(const T* x, index_t rows, index_t cols, index_t max_entries,                 \
-                                const BlockSparseBuffers<T>& out) {                                         \
-    return isa_kernels().block_sparse_rows_##suffix(x, rows, cols, max_entries, out);                       \
-  }                                                                                                         \
-  inline bool block_sparse_columns(const T* x, index_t rows, index_t cols, index_t max_entries,              \
-                                   const BlockSparseBuffers<T>& out) {                                      \
-    return isa_kernels().block_sparse_columns_##suffix(x, rows, cols, max_entries, out);                    \
-  }                                                                                                         \
-  inline bool sparse_matmul(const SparseMatmulArgs<T>& a) { return isa_kernels().sparse_matmul_##suffix(a); }
-FASTNN_SPARSE_FRONT_DOORS(float, f32)
-FASTNN_SPARSE_FRONT_DOORS(double, f64)
-#define FASTNN_OPTIM_FRONT_DOORS(T, suffix)                                                                  \
-  inline void sgd_step(T* p, const T* g, T* buf, index_t n, const SgdHyper& h) {                              \
-    isa_kernels().sgd_step_##suffix(p, g, buf, n, h);                                                         \
-  }                                                                                                           \
-  inline void adagrad_step(T* p, const T* g, T* sum, index_t n, const AdagradHyper& h) {                      \
-    isa_kernels().adagrad_step_##suffix(p, g, sum, n, h);                                                     \
-  }                                                                                                           \
-  inline void rmsprop_step(T* p, const T* g, T* sq, T* ga, T* buf, index_t n, const RmspropHyper& h) {        \
-    isa_kernels().rmsprop_step_##suffix(p, g, sq, ga, buf, n, h);                                             \
-  }                                                                                                           \
-  inline void adam_step(T* p, const T* g, T* m, T* v, index_t n, const AdamHyper& h) {                        \
-    isa_kernels().adam_step_##suffix(p, g, m, v, n, h);                                                       \
+// The typed front doors, so that callers write gemm(args) for float and double alike.
+#define FASTNN_FRONT_DOOR(kernel, Args, Return) \
+  template <class T>                              \
+  inline Return kernel(const Args<T>& a) {        \
+    return isa_kernels().kernel(a);               \
   }
-FASTNN_OPTIM_FRONT_DOORS(float, f32)
-FASTNN_OPTIM_FRONT_DOORS(double, f64)
+FASTNN_KERNELS(FASTNN_FRONT_DOOR)
+#undef FASTNN_FRONT_DOOR
+
+// Each level's kernels, defined in its namespace by the *_isa.cpp sources.
+#define FASTNN_DECLARE_KERNEL(kernel, Args, Return) template <class T> Return kernel(const Args<T>&);
+namespace generic { FASTNN_KERNELS(FASTNN_DECLARE_KERNEL) }
+namespace avx2 { FASTNN_KERNELS(FASTNN_DECLARE_KERNEL) }
+namespace avx512 { FASTNN_KERNELS(FASTNN_DECLARE_KERNEL) }
+#undef FASTNN_DECLARE_KERNEL
+// avx512_bf16 compiles gemm_isa.cpp alone: avx512_bf16::gemm is its own, and
+// (qualified lookup going through the using-directive) every other kernel is avx512's.
+namespace avx512_bf16 {
+using namespace avx512;
+template <class T> void gemm(const GemmArgs<T>&);
+}
 
 }  // namespace fastnn
 
-// Each ISA translation unit defines these inside namespace fastnn::<isa>.
-#define FASTNN_DECLARE_OPTIM(T, suffix)                                                                     \
-  void sgd_step_##suffix(T*, const T*, T*, index_t, const SgdHyper&);                                        \
-  void adagrad_step_##suffix(T*, const T*, T*, index_t, const AdagradHyper&);                                \
-  void rmsprop_step_##suffix(T*, const T*, T*, T*, T*, index_t, const RmspropHyper&);                        \
-  void adam_step_##suffix(T*, const T*, T*, T*, index_t, const AdamHyper&);
-#define FASTNN_DECLARE_SPARSE(T, suffix)                                                        \
-  bool block_sparse_rows_##suffix(const T*, index_t, index_t, index_t, const BlockSparseBuffers<T>&);    \
-  bool block_sparse_columns_##suffix(const T*, index_t, index_t, index_t, const BlockSparseBuffers<T>&); \
-  bool sparse_matmul_##suffix(const SparseMatmulArgs<T>&);
-#define FASTNN_DECLARE_ISA_KERNELS(ns)                                        \
-  namespace fastnn { namespace ns {                                           \
-  void gemm_f32(const GemmArgs<float>&);                                      \
-  void gemm_f64(const GemmArgs<double>&);                                     \
-  void elementwise_f32(const ElementwiseArgs<float>&);                        \
-  void elementwise_f64(const ElementwiseArgs<double>&);                       \
-  void softmax_f32(const SoftmaxArgs<float>&);                                \
-  void softmax_f64(const SoftmaxArgs<double>&);                               \
-  double cross_entropy_f32(const CrossEntropyArgs<float>&);                   \
-  double cross_entropy_f64(const CrossEntropyArgs<double>&);                  \
-  FASTNN_DECLARE_SPARSE(float, f32)                                           \
-  FASTNN_DECLARE_SPARSE(double, f64)                                          \
-  FASTNN_DECLARE_OPTIM(float, f32)                                            \
-  FASTNN_DECLARE_OPTIM(double, f64)                                           \
-  } }
-FASTNN_DECLARE_ISA_KERNELS(generic)
-FASTNN_DECLARE_ISA_KERNELS(avx2)
-FASTNN_DECLARE_ISA_KERNELS(avx512)
-namespace fastnn { namespace avx512_bf16 { void gemm_bf16(const GemmArgs<float>&); } }
+// In a level's source, after the kernel's template: compiles it for float and double.
+#define FASTNN_ISA_KERNEL(kernel)                                                                        \
+  template decltype(IsaKernels::kernel)::Return kernel(const decltype(IsaKernels::kernel)::Args<float>&); \
+  template decltype(IsaKernels::kernel)::Return kernel(const decltype(IsaKernels::kernel)::Args<double>&);

@@ -1,6 +1,7 @@
 // GEMM kernels, compiled once per instruction set (see fastnn_add_isa in
 // CMakeLists.txt): FASTNN_ISA_NS is generic (SSE2), avx2 (AVX2+FMA), avx512, or
-// avx512_bf16, whose copy holds only the bfloat16 GEMM.
+// avx512_bf16, whose copy holds only the bfloat16 GEMM (its float32 "highest"
+// and float64 products are avx512's).
 //
 //   C[M,N] = act(op(A) @ op(B) + (accumulate ? C : 0) + bias[N]) [* gate_act'(gate)]
 //
@@ -36,16 +37,12 @@
 //    the microkernel's step is one VDPBF16PS per vector (two k per lane) into
 //    float32 accumulators, so the epilogues are the float ones.
 // Everything here is in the ISA namespace and/or has internal linkage.
-//
-// Measured on the 2-core Zen 4 dev box (fp32): the FMA peak is ~116 GFLOP/s
-// per core (one 512-bit or two 256-bit FMAs per cycle); the hot kernel runs
-// at ~97% of it from L1/L2, a whole single-thread GEMM at ~90%, two threads
-// at ~200 GFLOP/s (~87%). AVX2 is as fast as AVX-512 on this core.
 
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "dispatch.h"
 #include "parallel.h"
@@ -56,6 +53,7 @@ namespace FASTNN_ISA_NS {
 namespace {
 
 using simd::VT;
+using Relu = Activation<Act::relu>;  // the activation applied in registers
 
 // ---------------------------------------------------------------- config ----
 constexpr int KU = 8;  // k-chunk of the packed panels, in packed elements (K is padded to it)
@@ -111,7 +109,7 @@ template <> struct PanelMath<float, Bf16Pair> {
 
 // Unrolling of the microkernel's k-chunk loop. With only 16 xmm registers and
 // no FMA, GCC's scheduling of the unrolled loop spills the accumulators, so
-// the SSE2 kernel keeps the chunk loop rolled (measured 2x faster).
+// the SSE2 kernel keeps the chunk loop rolled.
 #if FASTNN_VBYTES == 16
 #define FASTNN_UNROLL_KU _Pragma("GCC unroll 1")
 #else
@@ -186,7 +184,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       V v = simd::load(t + j);
       if (e.load_c) v += simd::loadu(c + j);
       if (add_bias) v += simd::loadu(e.bias + j);
-      if (relu) v = simd::relu(v);
+      if (relu) v = Relu::forward(v, T(0));
       if (gated) v = activation_grad<T>(simd::loadu(gate + j), v, e.gate_act);
       simd::storeu(c + j, v);
     }
@@ -197,7 +195,7 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       V v = simd::load(t + nvec);
       if (e.load_c) v += simd::load_first(c + nvec, rest);
       if (add_bias) v += simd::load_first(e.bias + nvec, rest);
-      if (relu) v = simd::relu(v);
+      if (relu) v = Relu::forward(v, T(0));
       if (gated) v = activation_grad<T>(simd::load_first(gate + nvec, rest), v, e.gate_act);
       simd::store_first(c + nvec, rest, v);
     }
@@ -206,13 +204,13 @@ static void epi_tile(const T* tmp, int ldt, int m, int n, T* C, index_t ldc, con
       T v = t[j];
       if (e.load_c) v += c[j];
       if (add_bias) v += e.bias[j];
-      if (relu) v = simd::act_scalar(v, Act::relu);
+      if (relu) v = Relu::forward(v, T(0));
       if (gated) v = activation_grad<T>(gate[j], v, e.gate_act);
       c[j] = v;
     }
 #endif
   }
-  if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
+  if (e.last && needs_pass(e.act))
     for (int r = 0; r < m; ++r) apply_activation(C + r * ldc, n, e.act);
 }
 
@@ -279,12 +277,12 @@ static void ukernel(index_t nq, const P* __restrict A, const P* __restrict B, T*
           V v = acc[r][j];
           if (e.load_c) v += simd::loadu(c + j * W);
           v += bv[j];
-          if (relu) v = simd::relu(v);
+          if (relu) v = Relu::forward(v, T(0));
           if (gated) v = activation_grad<T>(simd::loadu(e.gate + r * ldc + j * W), v, e.gate_act);
           simd::storeu(c + j * W, v);
         }
       }
-      if (e.last && (e.act == Act::sigmoid || e.act == Act::tanh))
+      if (e.last && needs_pass(e.act))
         for (int r = 0; r < M_; ++r) apply_activation(C + r * ldc, NRp, e.act);
       return;
     }
@@ -608,7 +606,7 @@ static void gemm_block_naive(const GemmArgs<T>& g, index_t m0, index_t m1, index
       }
       if (g.accumulate) s += c[j];
       if (g.bias) s += g.bias[j];
-      s = simd::act_scalar(s, g.act);
+      s = activate(s, g.act);
       c[j] = g.gate ? activation_grad<T>(g.gate[i * g.ldc + j], s, g.gate_act) : s;
     }
   }
@@ -690,7 +688,7 @@ static void gemm_k0(const GemmArgs<T>& g) {
     for (index_t j = 0; j < g.N; ++j) {
       T v = g.accumulate ? c[j] : T(0);
       if (g.bias) v += g.bias[j];
-      v = simd::act_scalar(v, g.act);
+      v = activate(v, g.act);
       c[j] = g.gate ? activation_grad<T>(g.gate[i * g.ldc + j], v, g.gate_act) : v;
     }
   }
@@ -712,9 +710,8 @@ static void gemm_impl(const GemmArgs<T>& g) {
   {
     const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
     const int want = num_threads();
-    // An extra thread per 0.15 MFLOP: waking one costs about a microsecond,
-    // which a 0.3 MFLOP product gets back (the last layer of an MNIST MLP,
-    // 128x128 @ 128x10, went from 10 to 8 us, its backward from 18 to 14 us).
+    // An extra thread per 0.15 MFLOP: a small product gains a thread once its
+    // share of the work outlasts the wake-up, so even a narrow last layer splits.
     const double cap = flops / 1.5e5;
     nt = want;
     if (cap < nt) nt = cap < 1.0 ? 1 : static_cast<int>(cap);
@@ -763,11 +760,20 @@ static void gemm_impl(const GemmArgs<T>& g) {
 }  // namespace
 
 #ifdef __AVX512BF16__
-void gemm_bf16(const GemmArgs<float>& g) { gemm_impl<float, Bf16Pair>(g); }
+// Float32 products on bf16 panels in "medium" precision; everything else is avx512's.
+template <class T>
+void gemm(const GemmArgs<T>& g) {
+  if constexpr (std::is_same<T, float>::value)
+    if (matmul_precision() == MatmulPrecision::medium) return gemm_impl<float, Bf16Pair>(g);
+  avx512::gemm(g);
+}
 #else
-void gemm_f32(const GemmArgs<float>& g) { gemm_impl<float, float>(g); }
-void gemm_f64(const GemmArgs<double>& g) { gemm_impl<double, double>(g); }
+template <class T>
+void gemm(const GemmArgs<T>& g) {
+  gemm_impl<T, T>(g);
+}
 #endif
+FASTNN_ISA_KERNEL(gemm)
 
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn

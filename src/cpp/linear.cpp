@@ -16,6 +16,9 @@ namespace fastnn {
 
 namespace {
 
+using FASTNN_ISA_NS::Activation;
+using FASTNN_ISA_NS::with_fusable;
+
 // dz (rows, out) = dy * act'(y) unless act is none (then dz is not written and
 // may be null); db (out,) = column sums of dz. Threads split the columns, so
 // each db entry is summed by one thread in row order. The activation is a
@@ -34,7 +37,7 @@ void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t row
             const T* yr = y + r * out;
             T* dzr = dz + r * out;
 #pragma omp simd
-            for (index_t c = c0; c < c1; ++c) dzr[c] = activation_grad<T>(yr[c], grad[c], A);
+            for (index_t c = c0; c < c1; ++c) dzr[c] = Activation<A>::grad(yr[c], grad[c], T(0));
             grad = dzr;
           }
           if (db) {
@@ -48,19 +51,14 @@ void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t row
 
 template <class T>
 void activation_grad_and_bias(const T* dy, const T* y, T* dz, T* db, index_t rows, index_t out, Act act) {
-  switch (act) {
-    case Act::relu: return activation_grad_and_bias<T, Act::relu>(dy, y, dz, db, rows, out);
-    case Act::sigmoid: return activation_grad_and_bias<T, Act::sigmoid>(dy, y, dz, db, rows, out);
-    case Act::tanh: return activation_grad_and_bias<T, Act::tanh>(dy, y, dz, db, rows, out);
-    default: return activation_grad_and_bias<T, Act::none>(dy, y, dz, db, rows, out);
-  }
+  with_fusable(act, [&](auto a) { activation_grad_and_bias<T, decltype(a)::value>(dy, y, dz, db, rows, out); });
 }
 
 // x's block-sparse form is used when at most this share of its blocks'
-// positions are listed. Measured at 128x784->256: with 48% listed the sparse
-// product took 185 us against the GEMM's 276 us, with 35% 141 us, with 18%
-// 65 us (MNIST batches list ~38%); the limit keeps a margin for building the
-// form, which a rejected x also pays for until the check turns it down.
+// positions are listed: the sparse product's time grows with that share, and
+// the limit sits below the share where it would meet the GEMM's, keeping a
+// margin for building the form, which a rejected x also pays for until the
+// check turns it down.
 constexpr double kSparseMaxDensity = 0.5;
 
 // x's block-sparse form, in grow-only per-thread buffers: no allocation per call
@@ -86,10 +84,9 @@ struct SparseInput {
     count.resize(std::max<index_t>(blocks, 1));
     if (index_t(index.size()) < entries) index.resize(entries);
     if (index_t(value.size()) < entries * kSparseBlockLines) value.resize(entries * kSparseBlockLines);
-    const BlockSparseBuffers<T> out{count.data(), index.data(), value.data()};
     const index_t max_entries = index_t(kSparseMaxDensity * double(blocks) * double(a.capacity));
-    const bool sparse = by_columns ? block_sparse_columns(x, rows, cols, max_entries, out)
-                                   : block_sparse_rows(x, rows, cols, max_entries, out);
+    const bool sparse = fill_block_sparse(BlockSparseFillArgs<T>{
+        x, rows, cols, by_columns, max_entries, {count.data(), index.data(), value.data()}});
     a.count = count.data();
     a.index = index.data();
     a.value = value.data();
@@ -157,7 +154,6 @@ void gather_rows(const char* x, const std::int64_t* index, char* out, index_t co
 // Only the first cache lines of each row are asked for: that takes the memory
 // latency of reaching a random row off the next gather, and the hardware
 // prefetcher streams the rest of the row once the gather reads its start.
-// The gather of an MNIST batch in a training step went from 32.5 to 24 us.
 constexpr index_t kPrefetchBytes = 512;
 
 void prefetch_rows(const char* x, const std::int64_t* index, index_t count, index_t row_bytes) {

@@ -77,17 +77,6 @@ static inline vf fma(vf a, vf b, vf c) { return a * b + c; }  // no FMA in basel
 static inline vd fma(vd a, vd b, vd c) { return a * b + c; }
 #endif
 
-// relu that propagates NaN like np.maximum(x, 0): (NaN < 0) is false.
-// (Written with vector extensions: GCC 12's _mm512_max_ps trips -Wmaybe-uninitialized.)
-static inline vf relu(vf x) {
-  const vf z = {};
-  return x < z ? z : x;
-}
-static inline vd relu(vd x) {
-  const vd z = {};
-  return x < z ? z : x;
-}
-
 // Lanes of v that are not zero (NaN counts as not zero), as bits of an int.
 #if FASTNN_VBYTES == 64
 static inline unsigned nonzero_mask(vf v) { return _mm512_cmp_ps_mask((__m512)v, _mm512_setzero_ps(), _CMP_NEQ_UQ); }
@@ -138,9 +127,8 @@ static inline vd scalef(vd p, vd n) { return (vd)_mm512_scalef_pd((__m512d)p, (_
 
 // exp of a whole vector: vexp's reduction and polynomial (vector_math.h), with
 // 2^n applied by one vscalef instead of vexp's integer work and two products
-// (vscalef rounds gradual underflow and gives inf and NaN by itself). The
-// narrow softmax rows spend most of their time in exp: cross-entropy at 128x10
-// took 1.20 us with vexp, 1.04 us with this.
+// (vscalef rounds gradual underflow and gives inf and NaN by itself), because
+// the narrow softmax rows spend most of their time in exp.
 template <class V, class T = typename std::remove_reference<decltype(V{}[0])>::type>
 static inline V exp(V x) {
   typedef FloatConstants<T> C;
@@ -149,17 +137,6 @@ static inline V exp(V x) {
   return scalef(exp_taylor<T>((xc - n * C::ln2_hi) - n * C::ln2_lo), n);
 }
 #endif
-
-// A fused activation on one value, the same as apply_activation's (vector_math.h).
-template <class T>
-static inline T act_scalar(T x, Act a) {
-  switch (a) {
-    case Act::relu: return x < T(0) ? T(0) : x;  // NaN propagates
-    case Act::sigmoid: return vsigmoid(x);
-    case Act::tanh: return vtanh(x);
-    default: return x;
-  }
-}
 
 // Interleave the low (high) halves of a and b: {a0,b0,a1,b1,...}.
 template <class V, std::size_t... I>

@@ -139,77 +139,6 @@ template <class T>
 inline bool narrow(index_t cols) { return cols <= NarrowRows<T>::W; }
 #endif
 
-template <class T>
-void softmax_rows(const SoftmaxArgs<T>& a) {
-  const index_t cols = a.cols;
-  parallel_for(a.rows, [&](index_t first, index_t last) {
-#if FASTNN_VBYTES == 64
-    if (narrow<T>(cols)) {
-      constexpr int W = NarrowRows<T>::W;
-      NarrowRows<T> r;
-      for (index_t i0 = first; i0 < last; i0 += W) {
-        const index_t rows = last - i0 < W ? last - i0 : W;
-        r.load(a.x + i0 * cols, rows, cols);
-        r.find_max(cols);
-        r.exp_columns(cols, !a.log);
-        if (a.log) {
-          r.take_logs();
-          for (index_t j = 0; j < cols; ++j)
-#pragma omp simd
-            for (int l = 0; l < W; ++l) r.col[j][l] = (r.col[j][l] - r.max[l]) - r.log_sum[l];
-        } else {
-          for (index_t j = 0; j < cols; ++j)
-#pragma omp simd
-            for (int l = 0; l < W; ++l) r.col[j][l] /= r.sum[l];
-        }
-        r.store(a.y + i0 * cols, rows, cols);
-      }
-      return;
-    }
-#endif
-    if (cols < kShortRow) {
-      ShortRows<T> r;
-      T scratch[kShortBlock];
-      for_each_short_block(first, last, cols, [&](index_t i0, index_t n_rows) {
-        const T* x = a.x + i0 * cols;
-        T* y = a.y + i0 * cols;
-        if (a.log) {
-          // y = (x - max) - log(sum): subtracting the max first keeps float32
-          // exact for huge logits; x is read before y is written (y may be x).
-          r.exp_rows(x, scratch, n_rows, cols);
-          r.take_logs();
-          for (index_t i = 0; i < n_rows; ++i)
-            for (index_t j = 0; j < cols; ++j) y[i * cols + j] = (x[i * cols + j] - r.max[i]) - r.log_sum[i];
-        } else {
-          r.exp_rows(x, y, n_rows, cols);
-          for (index_t i = 0; i < n_rows; ++i) {
-            const T inv = T(1) / r.sum[i];
-            for (index_t j = 0; j < cols; ++j) y[i * cols + j] *= inv;
-          }
-        }
-      });
-      return;
-    }
-    for (index_t i = first; i < last; ++i) {
-      const T* x = a.x + i * cols;
-      T* y = a.y + i * cols;
-      const T m = row_max(x, cols);
-      if (a.log) {
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (index_t j = 0; j < cols; ++j) sum += vexp(x[j] - m);
-        const T log_sum = vlog(sum);
-#pragma omp simd
-        for (index_t j = 0; j < cols; ++j) y[j] = (x[j] - m) - log_sum;
-      } else {
-        const T inv = T(1) / exp_shifted(x, m, y, cols);
-#pragma omp simd
-        for (index_t j = 0; j < cols; ++j) y[j] *= inv;
-      }
-    }
-  }, row_grain(cols));
-}
-
 // Loss of one row, with t' = (1 - s) * target + s / C the smoothed target:
 //   loss = sum_c t'_c * (lse - z_c),   dloss/dz_c = p_c * sum_c t'_c - t'_c.
 // Every term is taken relative to the row max m, which keeps float32 exact for
@@ -329,8 +258,81 @@ double narrow_cross_entropy(const CrossEntropyArgs<T>& a, index_t first, index_t
 }
 #endif
 
+}  // namespace
+
 template <class T>
-double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
+void softmax(const SoftmaxArgs<T>& a) {
+  const index_t cols = a.cols;
+  parallel_for(a.rows, [&](index_t first, index_t last) {
+#if FASTNN_VBYTES == 64
+    if (narrow<T>(cols)) {
+      constexpr int W = NarrowRows<T>::W;
+      NarrowRows<T> r;
+      for (index_t i0 = first; i0 < last; i0 += W) {
+        const index_t rows = last - i0 < W ? last - i0 : W;
+        r.load(a.x + i0 * cols, rows, cols);
+        r.find_max(cols);
+        r.exp_columns(cols, !a.log);
+        if (a.log) {
+          r.take_logs();
+          for (index_t j = 0; j < cols; ++j)
+#pragma omp simd
+            for (int l = 0; l < W; ++l) r.col[j][l] = (r.col[j][l] - r.max[l]) - r.log_sum[l];
+        } else {
+          for (index_t j = 0; j < cols; ++j)
+#pragma omp simd
+            for (int l = 0; l < W; ++l) r.col[j][l] /= r.sum[l];
+        }
+        r.store(a.y + i0 * cols, rows, cols);
+      }
+      return;
+    }
+#endif
+    if (cols < kShortRow) {
+      ShortRows<T> r;
+      T scratch[kShortBlock];
+      for_each_short_block(first, last, cols, [&](index_t i0, index_t n_rows) {
+        const T* x = a.x + i0 * cols;
+        T* y = a.y + i0 * cols;
+        if (a.log) {
+          // y = (x - max) - log(sum): subtracting the max first keeps float32
+          // exact for huge logits; x is read before y is written (y may be x).
+          r.exp_rows(x, scratch, n_rows, cols);
+          r.take_logs();
+          for (index_t i = 0; i < n_rows; ++i)
+            for (index_t j = 0; j < cols; ++j) y[i * cols + j] = (x[i * cols + j] - r.max[i]) - r.log_sum[i];
+        } else {
+          r.exp_rows(x, y, n_rows, cols);
+          for (index_t i = 0; i < n_rows; ++i) {
+            const T inv = T(1) / r.sum[i];
+            for (index_t j = 0; j < cols; ++j) y[i * cols + j] *= inv;
+          }
+        }
+      });
+      return;
+    }
+    for (index_t i = first; i < last; ++i) {
+      const T* x = a.x + i * cols;
+      T* y = a.y + i * cols;
+      const T m = row_max(x, cols);
+      if (a.log) {
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (index_t j = 0; j < cols; ++j) sum += vexp(x[j] - m);
+        const T log_sum = vlog(sum);
+#pragma omp simd
+        for (index_t j = 0; j < cols; ++j) y[j] = (x[j] - m) - log_sum;
+      } else {
+        const T inv = T(1) / exp_shifted(x, m, y, cols);
+#pragma omp simd
+        for (index_t j = 0; j < cols; ++j) y[j] *= inv;
+      }
+    }
+  }, row_grain(cols));
+}
+
+template <class T>
+double cross_entropy(const CrossEntropyArgs<T>& a) {
   const index_t cols = a.cols;
   const CrossEntropyRow<T> row_loss(a);
   return parallel_sum(a.rows, [&](index_t first, index_t last) {
@@ -372,12 +374,8 @@ double cross_entropy_rows(const CrossEntropyArgs<T>& a) {
   }, row_grain(cols));
 }
 
-}  // namespace
-
-void softmax_f32(const SoftmaxArgs<float>& a) { softmax_rows(a); }
-void softmax_f64(const SoftmaxArgs<double>& a) { softmax_rows(a); }
-double cross_entropy_f32(const CrossEntropyArgs<float>& a) { return cross_entropy_rows(a); }
-double cross_entropy_f64(const CrossEntropyArgs<double>& a) { return cross_entropy_rows(a); }
+FASTNN_ISA_KERNEL(softmax)
+FASTNN_ISA_KERNEL(cross_entropy)
 
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn

@@ -1,6 +1,6 @@
 // Products with a mostly-zero left operand, compiled once per instruction set.
 //
-// The first layer of an MLP on images sees mostly zeros (81% of MNIST's pixels
+// The first layer of an MLP on images sees mostly zeros (most of MNIST's pixels
 // are 0), so x @ W and x^T @ dz spend most of their multiply-adds on zeros.
 // Here A comes as a BlockSparse: blocks of R = 4 lines with the positions where
 // any of the 4 is nonzero. A tile of R lines x NV vectors of C is accumulated
@@ -8,12 +8,9 @@
 // and used by all R lines (R broadcasts, R * NV fused multiply-adds) -- the
 // register reuse of the dense GEMM's microkernel, which a line-at-a-time loop
 // lacks (one load of B per multiply-add).
-// Blocking lines costs some zeros: on MNIST 4 consecutive pixels (the weight
-// gradient's lines) are nonzero together 29% of the time, against 19% for one
-// pixel; 4 images (the forward's lines) 39%. Lines one at a time, even with B's
-// rows tiled in L1 and 16 vectors of C in registers, ran MNIST's forward
-// product in 83 us against these blocks' 94, but took 1.8x as long per
-// multiply-add, and their form took 35 us to build against 21: slower overall.
+// Blocking lines costs some zeros (a block lists a position where any of its
+// lines is nonzero), but lines one at a time, even with B's rows tiled in L1,
+// pay more per multiply-add and more to build their form: slower overall.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -29,6 +26,7 @@ namespace FASTNN_ISA_NS {
 namespace {
 
 using simd::VT;
+using Relu = Activation<Act::relu>;  // the activation applied in registers
 constexpr int R = kSparseBlockLines;
 
 // Vectors of C per tile: R x 6 accumulators of the 32 zmm registers, R x 2 of 16 otherwise.
@@ -76,7 +74,7 @@ inline void block_tile(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
   const bool relu = p.whole && g.act == Act::relu;
   for (int r = 0; r < p.lines; ++r) {
     T* c = p.C + (p.b * R + r) * g.n + c0;
-    for (int v = 0; v < NV; ++v) simd::storeu(c + v * W, relu ? simd::relu(acc[r][v]) : acc[r][v]);
+    for (int v = 0; v < NV; ++v) simd::storeu(c + v * W, relu ? Relu::forward(acc[r][v], T(0)) : acc[r][v]);
   }
 }
 
@@ -99,7 +97,7 @@ inline void block_tail(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
   const bool relu = p.whole && g.act == Act::relu;
   for (int r = 0; r < p.lines; ++r) {
     T* c = p.C + (p.b * R + r) * g.n + c0;
-    for (int j = 0; j < width; ++j) c[j] = relu ? simd::act_scalar(acc[r][j], Act::relu) : acc[r][j];
+    for (int j = 0; j < width; ++j) c[j] = relu ? Relu::forward(acc[r][j], T(0)) : acc[r][j];
   }
 }
 
@@ -111,7 +109,7 @@ void sparse_block(const SparseMatmulArgs<T>& g, const BlockPart<T>& p) {
   for (; c0 + 2 * W <= g.n; c0 += 2 * W) block_tile<T, 2>(g, p, c0);
   for (; c0 + W <= g.n; c0 += W) block_tile<T, 1>(g, p, c0);
   if (c0 < g.n) block_tail(g, p, c0);
-  if (p.whole && (g.act == Act::sigmoid || g.act == Act::tanh))
+  if (p.whole && needs_pass(g.act))
     apply_activation(p.C + p.b * R * g.n, p.lines * g.n, g.act);
 }
 
@@ -168,9 +166,9 @@ bool all_finite_impl(const T* x, index_t n) {
 
 // Where thread t of nt starts in the depth: the depth below which a block has
 // a t / nt share of its entries, averaged over the blocks, weighted by their
-// entries. (MNIST's pixels are 47% in the top half of the image: an even split
-// of the depth left one thread 10% longer. An exact search for the shares,
-// with a binary search per block at each step, took ~10 us a call.)
+// entries. (An image is not as dense at the top as at the bottom, so an even
+// split of the depth would keep one thread longer; an exact search for the
+// shares costs a binary search per block at each step.)
 template <class T>
 index_t depth_share_start(const BlockSparse<T>& a, index_t t, index_t nt) {
   if (t == 0) return 0;
@@ -189,17 +187,18 @@ index_t depth_share_start(const BlockSparse<T>& a, index_t t, index_t nt) {
 // that one core writes after the other has read it costs a transfer between
 // them. In a training step the large one is the weight matrix (B in the
 // forward, its gradient C in the backward), which the optimizer's update
-// splits the same way (contiguous halves). In an MNIST epoch, where both
-// cores read all of W in the forward, Adam's update of W then took 72 us per
-// step; with the forward split below, 43 us.
+// splits the same way (contiguous halves): were both cores to read all of W
+// in the forward, the update of W would then wait on those transfers.
 // - Splitting C's rows (the weight gradient): each thread takes a run of
 //   blocks, the runs cut where the listed entries reach equal shares.
 // - Splitting B's rows (the depth; the forward): each thread multiplies every
 //   block over its depth range (equal shares of the entries), into C for the
 //   blocks it then adds up and into a scratch copy for the others; it then
 //   adds the others' copies into its blocks of C, with bias and activation.
+}  // namespace
+
 template <class T>
-bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
+bool sparse_matmul(const SparseMatmulArgs<T>& g) {
   const BlockSparse<T>& a = g.a;
   const index_t blocks = a.blocks();
   index_t entries = 0;
@@ -263,6 +262,9 @@ bool sparse_matmul_blocks(const SparseMatmulArgs<T>& g) {
   });
   return !special.load();
 }
+FASTNN_ISA_KERNEL(sparse_matmul)
+
+namespace {
 
 // Entries allowed after `done` of `total` steps when max_entries are allowed in
 // all: a dense x is turned down after a few steps, while a sparse one may be
@@ -310,7 +312,7 @@ inline index_t append_listed(const V (&v)[R], unsigned m, index_t j, std::int32_
 }
 
 #if FASTNN_VBYTES == 64
-// The same without a branch per position (MNIST lists ~10 of 16, at random):
+// The same without a branch per position (which positions are listed is close to random):
 // each line's listed values are compressed to the front of a register, and a
 // 4 x 16 transpose interleaves them into entries of R = 4 values.
 static_assert(R == 4, "the transpose below interleaves 4 lines");
@@ -416,8 +418,8 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
     for (index_t i = i0; i < i1; ++i)
       for (index_t j = k; j < k1; ++j)  // true for NaN, which must reach C
         nonzero[(j - k0) / R] |= x[i * cols + j] != T(0) ? std::uint64_t(1) << (i - i0) : 0;
-    // Counted before listing, so that a dense x is turned down without
-    // copying its values: MNIST's hidden layers list ~85% of their positions.
+    // Counted before listing, so that a dense x (a hidden layer's activations)
+    // is turned down without copying its values.
     for (const std::uint64_t m : nonzero) entries += __builtin_popcountll(m);
     if (entries > allowed(share, i1, rows, 2 * (b1 - b0)) || stop.load(std::memory_order_relaxed)) return false;
     for (index_t b = b0; b < b1; ++b) {
@@ -440,18 +442,13 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
 
 }  // namespace
 
-#define FASTNN_SPARSE_ENTRY_POINTS(T, suffix)                                                               \
-  bool block_sparse_rows_##suffix(const T* x, index_t rows, index_t cols, index_t max_entries,              \
-                                  const BlockSparseBuffers<T>& out) {                                       \
-    return fill_blocks(fill_row_blocks<T>, x, rows, cols, (rows + R - 1) / R, max_entries, out);            \
-  }                                                                                                         \
-  bool block_sparse_columns_##suffix(const T* x, index_t rows, index_t cols, index_t max_entries,           \
-                                     const BlockSparseBuffers<T>& out) {                                    \
-    return fill_blocks(fill_column_blocks<T>, x, rows, cols, (cols + R - 1) / R, max_entries, out);         \
-  }                                                                                                         \
-  bool sparse_matmul_##suffix(const SparseMatmulArgs<T>& g) { return sparse_matmul_blocks(g); }
-FASTNN_SPARSE_ENTRY_POINTS(float, f32)
-FASTNN_SPARSE_ENTRY_POINTS(double, f64)
+template <class T>
+bool fill_block_sparse(const BlockSparseFillArgs<T>& a) {
+  if (a.by_columns)
+    return fill_blocks(fill_column_blocks<T>, a.x, a.rows, a.cols, (a.cols + R - 1) / R, a.max_entries, a.out);
+  return fill_blocks(fill_row_blocks<T>, a.x, a.rows, a.cols, (a.rows + R - 1) / R, a.max_entries, a.out);
+}
+FASTNN_ISA_KERNEL(fill_block_sparse)
 
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn

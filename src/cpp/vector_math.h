@@ -1,10 +1,9 @@
 // exp() and log() written so that GCC vectorizes loops that call them:
-// branch-free, no library call. Included only by ISA translation units, so they
-// are compiled at each instruction set's vector width. Accuracy: a few ulp.
+// branch-free, no library call. They live in the namespace of the instruction
+// set being compiled (FASTNN_ISA_NS), so each is compiled at that set's vector
+// width. Accuracy: a few ulp.
 #pragma once
 #include <cstdint>
-
-#include "common.h"
 
 namespace fastnn {
 namespace FASTNN_ISA_NS {
@@ -159,27 +158,6 @@ static inline double vtanh(double x) {
   const double m = expm1_from_exp(e, -2.0 * a);
   const double t = a > 0.5 ? (1.0 - e) / (1.0 + e) : -m / (2.0 + m);
   return x < 0.0 ? -t : (x == 0.0 ? x : t);
-}
-
-// p[0, n) = act(p[0, n)), one vectorised pass per activation.
-template <class T>
-static inline void apply_activation(T* p, index_t n, Act act) {
-  switch (act) {
-    case Act::relu:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) p[i] = p[i] < T(0) ? T(0) : p[i];  // NaN stays NaN
-      break;
-    case Act::sigmoid:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) p[i] = vsigmoid(p[i]);
-      break;
-    case Act::tanh:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) p[i] = vtanh(p[i]);
-      break;
-    default:
-      break;
-  }
 }
 
 }  // namespace FASTNN_ISA_NS
