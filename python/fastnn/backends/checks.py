@@ -12,6 +12,8 @@ import types
 
 import numpy as np
 
+from .numpy_backend import ACTIVATIONS as ELEMENTWISE_ACTIVATIONS
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT64 = np.dtype(np.int64)
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
@@ -153,50 +155,33 @@ def softmax(x, out=None):
 log_softmax = softmax
 
 
-def _unary(x, out):
-    _float_input(x, "x")
-    _output(out, "out", x, x.shape, (x,), in_place_ok=True)
+def _activation_checks(saved_name, parameter):
+    """(check of name(x, [parameter,] out=None), check of name_backward(saved, dy, [parameter,] out=None)),
+    the arguments positional or by keyword as the kernels take them."""
+
+    def parameter_and_out(args, kwargs):
+        rest = list(args)
+        if parameter:
+            name, default = parameter
+            _real(rest.pop(0) if rest else kwargs.get(name, default), name)
+        return rest[0] if rest else kwargs.get("out")
+
+    def forward(x, *args, **kwargs):
+        out = parameter_and_out(args, kwargs)
+        _float_input(x, "x")
+        _output(out, "out", x, x.shape, (x,), in_place_ok=True)
+
+    def backward(saved, dy, *args, **kwargs):
+        out = parameter_and_out(args, kwargs)
+        _float_input(saved, saved_name)
+        _float_input(dy, "dy", saved, saved_name)
+        _same_shape(saved, dy, saved_name, "dy")
+        _output(out, "out", dy, dy.shape, (saved, dy), in_place_ok=True)
+    return forward, backward
 
 
-def sigmoid(x, out=None):
-    _unary(x, out)
-
-
-tanh = relu = sigmoid
-
-
-def leaky_relu(x, negative_slope=0.01, out=None):
-    _real(negative_slope, "negative_slope")
-    _unary(x, out)
-
-
-def elu(x, alpha=1.0, out=None):
-    _real(alpha, "alpha")
-    _unary(x, out)
-
-
-def _binary(saved, saved_name, dy, out):
-    _float_input(saved, saved_name)
-    _float_input(dy, "dy", saved, saved_name)
-    _same_shape(saved, dy, saved_name, "dy")
-    _output(out, "out", dy, dy.shape, (saved, dy), in_place_ok=True)
-
-
-def sigmoid_backward(y, dy, out=None):
-    _binary(y, "y", dy, out)
-
-
-tanh_backward = relu_backward = sigmoid_backward
-
-
-def leaky_relu_backward(x, dy, negative_slope=0.01, out=None):
-    _real(negative_slope, "negative_slope")
-    _binary(x, "x", dy, out)
-
-
-def elu_backward(x, dy, alpha=1.0, out=None):
-    _real(alpha, "alpha")
-    _binary(x, "x", dy, out)
+for _name, (_saved, _parameter) in ELEMENTWISE_ACTIVATIONS.items():
+    globals()[_name], globals()[_name + "_backward"] = _activation_checks(_saved, _parameter)
 
 
 def _pair(pred, pred_name, t):
@@ -436,8 +421,8 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2=
 
 # ------------------------------------------------------------- the wrapping
 
-KERNELS = ("softmax", "log_softmax", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu",
-           "relu_backward", "leaky_relu", "leaky_relu_backward", "elu", "elu_backward",
+KERNELS = ("softmax", "log_softmax",
+           *(n + suffix for n in ELEMENTWISE_ACTIVATIONS for suffix in ("", "_backward")),
            "sum_squared_error", "sum_squared_error_backward", "mean_squared_error", "mean_squared_error_backward",
            "cross_entropy_error", "cross_entropy_error_backward", "cross_entropy", "softmax_cross_entropy",
            "binary_cross_entropy", "binary_cross_entropy_backward", "binary_cross_entropy_with_logits",

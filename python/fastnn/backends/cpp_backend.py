@@ -15,22 +15,16 @@ import numpy as np
 
 from .. import _core
 from .checks import REDUCTIONS, check_nonempty, check_reduction
+from .numpy_backend import ACTIVATIONS
 
 NAME = "cpp"
 FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
 softmax = _core.softmax
 log_softmax = _core.log_softmax
-sigmoid = _core.sigmoid
-sigmoid_backward = _core.sigmoid_backward
-tanh = _core.tanh
-tanh_backward = _core.tanh_backward
-relu = _core.relu
-relu_backward = _core.relu_backward
-leaky_relu = _core.leaky_relu
-leaky_relu_backward = _core.leaky_relu_backward
-elu = _core.elu
-elu_backward = _core.elu_backward
+# _core's activations come from the C++ table (src/cpp/activation.h), with the same names.
+for _name in ACTIVATIONS:
+    globals()[_name], globals()[_name + "_backward"] = getattr(_core, _name), getattr(_core, _name + "_backward")
 matmul = _core.matmul
 gather_rows = _core.gather_rows
 prefetch_rows = _core.prefetch_rows
