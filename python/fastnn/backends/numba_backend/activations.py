@@ -7,7 +7,7 @@ import numpy as np
 
 from ._common import FM_SUM, finish, jit, target
 from ._parallel import threaded
-from .vmath import fmaxnum, vexp, vexpm1, vsigmoid, vtanh
+from .vmath import cst, fmaxnum, vexp, vexpm1, vsigmoid, vtanh
 
 __all__ = ["softmax", "log_softmax", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu",
            "relu_backward", "leaky_relu", "leaky_relu_backward", "elu", "elu_backward"]
@@ -74,6 +74,29 @@ ACTIVATION_CODES = {"sigmoid": _A_SIGMOID, "tanh": _A_TANH, "relu": _A_RELU, "le
                     "elu": _A_ELU, "none": _A_NONE}
 
 
+# One element of ReLU and of the derivatives from the output y, for the
+# kernels below and linear's fused passes (sigmoid and tanh are in vmath).
+@jit
+def _relu1(v):
+    zero = cst(0.0, v)
+    return zero if v < zero else v  # NaN passes, as in np.maximum
+
+
+@jit
+def _relu_grad1(y, g):
+    return g if y > 0 else cst(0.0, g)
+
+
+@jit
+def _sigmoid_grad1(y, g):
+    return g * y * (cst(1.0, y) - y)
+
+
+@jit
+def _tanh_grad1(y, g):
+    return g * (cst(1.0, y) - y * y)
+
+
 @jit
 def _act_fwd_k(x, out, code, a):
     # One loop per activation; `a` (slope / alpha) is used in x's dtype.
@@ -85,10 +108,8 @@ def _act_fwd_k(x, out, code, a):
         for i in range(out.size):
             out[i] = vtanh(x[i])
     elif code == _A_RELU:
-        zero = x.dtype.type(0)
         for i in range(out.size):
-            v = x[i]
-            out[i] = zero if v < zero else v  # NaN passes, as in np.maximum
+            out[i] = _relu1(x[i])
     elif code == _A_LEAKY:
         for i in range(out.size):
             v = x[i]
@@ -107,19 +128,15 @@ def _act_bwd_k(v, dy, out, code, a):
     # v is y (sigmoid, tanh, relu) or x (leaky_relu, elu). The reference's dtype
     # arithmetic in its order, without FMA contraction: bit-identical results.
     af = dy.dtype.type(a)
-    one = dy.dtype.type(1)
     if code == _A_SIGMOID:
         for i in range(out.size):
-            y = v[i]
-            out[i] = dy[i] * y * (one - y)
+            out[i] = _sigmoid_grad1(v[i], dy[i])
     elif code == _A_TANH:
         for i in range(out.size):
-            y = v[i]
-            out[i] = dy[i] * (one - y * y)
+            out[i] = _tanh_grad1(v[i], dy[i])
     elif code == _A_RELU:
-        zero = dy.dtype.type(0)
         for i in range(out.size):
-            out[i] = dy[i] if v[i] > 0 else zero
+            out[i] = _relu_grad1(v[i], dy[i])
     elif code == _A_LEAKY:
         for i in range(out.size):
             out[i] = dy[i] if v[i] > 0 else dy[i] * af

@@ -6,7 +6,8 @@ import numpy as np
 
 from ._common import empty, finish, jit
 from ._parallel import threaded
-from .activations import ACTIVATION_CODES, _A_NONE, _A_RELU, _A_SIGMOID, _A_TANH, _act_backward
+from .activations import (ACTIVATION_CODES, _A_NONE, _A_RELU, _A_SIGMOID, _A_TANH, _act_backward, _relu1,
+                          _relu_grad1, _sigmoid_grad1, _tanh_grad1)
 from .vmath import vsigmoid, vtanh
 
 __all__ = ["FUSED_ACTIVATIONS", "BLOCK_SPARSE", "matmul", "linear", "linear_backward", "dense_linear",
@@ -29,18 +30,17 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
 @jit
 def _bias_act_rows(z, b, has_b, code):
     # In place: z = act(z + b), the reference's `z += b` and activation in the
-    # dtype. The activation loops repeat those of activations._act_fwd_k:
-    # calling that kernel on each row in place stops LLVM from vectorising.
+    # dtype. One loop per activation over activations' one-element functions
+    # (calling activations._act_fwd_k on each row in place would stop LLVM
+    # from vectorising).
     n, c = z.shape
-    zero = z.dtype.type(0)
     for i in range(n):
         if has_b:
             for j in range(c):
                 z[i, j] = z[i, j] + b[j]
         if code == _A_RELU:
             for j in range(c):
-                v = z[i, j]
-                z[i, j] = zero if v < zero else v
+                z[i, j] = _relu1(z[i, j])
         elif code == _A_SIGMOID:
             for j in range(c):
                 z[i, j] = vsigmoid(z[i, j])
@@ -79,8 +79,6 @@ def _act_grad_bias_cols(y, dy, dz, db, code, j0, j1):
     # reference's).
     n = dy.shape[0]
     w = j1 - j0
-    one = dy.dtype.type(1)
-    zero = dy.dtype.type(0)
     dbs = db[j0:j1]
     for j in range(w):
         dbs[j] = 0.0
@@ -94,19 +92,17 @@ def _act_grad_bias_cols(y, dy, dz, db, code, j0, j1):
             g_out = dz[i, j0:j1]
             if code == _A_RELU:
                 for j in range(w):
-                    g = g_in[j] if y_in[j] > 0 else zero
+                    g = _relu_grad1(y_in[j], g_in[j])
                     g_out[j] = g
                     dbs[j] += g
             elif code == _A_SIGMOID:
                 for j in range(w):
-                    v = y_in[j]
-                    g = g_in[j] * v * (one - v)
+                    g = _sigmoid_grad1(y_in[j], g_in[j])
                     g_out[j] = g
                     dbs[j] += g
             else:
                 for j in range(w):
-                    v = y_in[j]
-                    g = g_in[j] * (one - v * v)
+                    g = _tanh_grad1(y_in[j], g_in[j])
                     g_out[j] = g
                     dbs[j] += g
 
