@@ -81,14 +81,18 @@ def torch():
     return torch
 
 
-# Activation kernels under test: name -> (extra arguments of forward and
-# backward, whether backward takes the output 'y' or the input 'x').
-ACTIVATION_CASES = {
-    "sigmoid": ((), "y"),
-    "tanh": ((), "y"),
-    "relu": ((), "y"),
-    "leaky_relu": ((), "x"),
-    "leaky_relu-0.2": ((0.2,), "x"),
-    "elu": ((), "x"),
-    "elu-0.7": ((0.7,), "x"),
-}
+def _activation_cases():
+    """Every elementwise activation of the backends' list, at its defaults and, where it
+    has a parameter, at another value: name -> (extra arguments of forward and backward,
+    whether backward takes the output 'y' or the input 'x')."""
+    from fastnn.backends.checks import ELEMENTWISE_ACTIVATIONS
+    cases = {}
+    for name, (saved, parameter) in ELEMENTWISE_ACTIVATIONS.items():
+        cases[name] = ((), saved)
+        if parameter:
+            other = round(0.5 * parameter[1] + 0.3, 3)
+            cases[f"{name}-{other:g}"] = ((other,), saved)
+    return cases
+
+
+ACTIVATION_CASES = _activation_cases()

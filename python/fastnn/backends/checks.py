@@ -12,12 +12,17 @@ import types
 
 import numpy as np
 
-from .numpy_backend import ACTIVATIONS as ELEMENTWISE_ACTIVATIONS
-
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT64 = np.dtype(np.int64)
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 REDUCTIONS = ("mean", "sum", "none")
+# The elementwise activations of every backend: name -> (what name_backward
+# takes, the output "y" or the input "x"; (parameter, default) or None). Each
+# backend has name(x, [parameter,] out=None) and name_backward(saved, dy,
+# [parameter,] out=None); their checks, the cpp backend's entry points and the
+# tests' cases come from this list.
+ELEMENTWISE_ACTIVATIONS = {"sigmoid": ("y", None), "tanh": ("y", None), "relu": ("y", None),
+                           "leaky_relu": ("x", ("negative_slope", 0.01)), "elu": ("x", ("alpha", 1.0))}
 
 
 # ------------------------------------------------------------------ primitives

@@ -14,8 +14,7 @@ import functools
 import numpy as np
 
 from .. import _core
-from .checks import REDUCTIONS, check_nonempty, check_reduction
-from .numpy_backend import ACTIVATIONS
+from .checks import ELEMENTWISE_ACTIVATIONS, REDUCTIONS, check_nonempty, check_reduction
 
 NAME = "cpp"
 FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
@@ -23,7 +22,7 @@ FUSED_ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 softmax = _core.softmax
 log_softmax = _core.log_softmax
 # _core's activations come from the C++ table (src/cpp/activation.h), with the same names.
-for _name in ACTIVATIONS:
+for _name in ELEMENTWISE_ACTIVATIONS:
     globals()[_name], globals()[_name + "_backward"] = getattr(_core, _name), getattr(_core, _name + "_backward")
 matmul = _core.matmul
 gather_rows = _core.gather_rows

@@ -46,13 +46,6 @@ def log_softmax(x, out=None):
 # Forward takes x; backward takes what the derivative is simplest in
 # (the output y for sigmoid/tanh/relu, the input x for leaky_relu/elu) and dy.
 
-# The elementwise activations of every backend: name -> (what name_backward
-# takes, "y" or "x"; (parameter, default) or None). Each backend has
-# name(x, [parameter,] out=None) and name_backward(saved, dy, [parameter,] out=None);
-# the checks (backends.checks) and the cpp and numba backends take the list from here.
-ACTIVATIONS = {"sigmoid": ("y", None), "tanh": ("y", None), "relu": ("y", None),
-               "leaky_relu": ("x", ("negative_slope", 0.01)), "elu": ("x", ("alpha", 1.0))}
-
 
 def sigmoid(x, out=None):
     # Split by sign so that exp() only ever sees non-positive arguments.
