@@ -14,8 +14,6 @@
 //   gaps between jobs were all longer than the spin, spinning would not have
 //   caught the next job, so workers sleep at once and leave the cores to
 //   whatever runs between fastnn's calls; one short gap brings the spin back.
-//   Every spin-wait yields now and then, so that a waiter that shares a core
-//   with the thread it waits for lets that thread run.
 // - one cap: calls from several Python threads take turns on the one pool, so
 //   together they never run more than num_threads() threads.
 // `#pragma omp simd` stays (it needs only the compiler, -fopenmp-simd).
@@ -47,15 +45,6 @@ namespace {
 constexpr int kSpinMicroseconds = 50;
 constexpr int kLongGapsToStop = 2;
 using Clock = std::chrono::steady_clock;
-
-// Spin-waits until done() holds, with a pause per check and a yield every 64.
-template <class Done>
-void spin_until(Done done) {
-  for (int spins = 1; !done(); ++spins) {
-    cpu_relax();
-    if ((spins & 63) == 0) sched_yield();
-  }
-}
 
 int cores_available() {
   cpu_set_t set;
@@ -243,7 +232,7 @@ void run_team(int threads, TeamFn fn, void* ctx) {
   tl_team = team;
   fn(ctx, 0, team);
   tl_team = 1;
-  spin_until([&] { return pool->done.load(std::memory_order_acquire) == team - 1; });
+  while (pool->done.load(std::memory_order_acquire) != team - 1) cpu_relax();
   pool->last_job_end = Clock::now();
 }
 
@@ -257,7 +246,7 @@ void team_barrier() {
     pool->barrier_arrived.store(0, std::memory_order_relaxed);
     pool->barrier_phase.store(phase + 1, std::memory_order_release);
   } else {
-    spin_until([&] { return pool->barrier_phase.load(std::memory_order_acquire) != phase; });
+    while (pool->barrier_phase.load(std::memory_order_acquire) == phase) cpu_relax();
   }
 }
 
