@@ -44,7 +44,18 @@ namespace {
 
 constexpr int kSpinMicroseconds = 50;
 constexpr int kLongGapsToStop = 2;
+constexpr int kPausesBeforeYield = 512;
 using Clock = std::chrono::steady_clock;
+
+// Spins until done(); a wait longer than kPausesBeforeYield pauses yields
+// every 64, since the thread it waits for may be queued behind it on its core.
+template <class Done>
+void spin_until(Done done) {
+  for (unsigned long spins = 0; !done(); ++spins) {
+    cpu_relax();
+    if (spins >= kPausesBeforeYield && (spins & 63) == 0) sched_yield();
+  }
+}
 
 int cores_available() {
   cpu_set_t set;
@@ -232,7 +243,7 @@ void run_team(int threads, TeamFn fn, void* ctx) {
   tl_team = team;
   fn(ctx, 0, team);
   tl_team = 1;
-  while (pool->done.load(std::memory_order_acquire) != team - 1) cpu_relax();
+  spin_until([&] { return pool->done.load(std::memory_order_acquire) == team - 1; });
   pool->last_job_end = Clock::now();
 }
 
@@ -246,7 +257,7 @@ void team_barrier() {
     pool->barrier_arrived.store(0, std::memory_order_relaxed);
     pool->barrier_phase.store(phase + 1, std::memory_order_release);
   } else {
-    while (pool->barrier_phase.load(std::memory_order_acquire) == phase) cpu_relax();
+    spin_until([&] { return pool->barrier_phase.load(std::memory_order_acquire) != phase; });
   }
 }
 
