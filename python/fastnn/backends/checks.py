@@ -187,6 +187,7 @@ def _activation_checks(saved_name, parameter):
 
 for _name, (_saved, _parameter) in ELEMENTWISE_ACTIVATIONS.items():
     globals()[_name], globals()[_name + "_backward"] = _activation_checks(_saved, _parameter)
+del _name, _saved, _parameter
 
 
 def _pair(pred, pred_name, t):

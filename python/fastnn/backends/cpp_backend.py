@@ -24,6 +24,7 @@ log_softmax = _core.log_softmax
 # _core's activations come from the C++ table (src/cpp/activation.h), with the same names.
 for _name in ELEMENTWISE_ACTIVATIONS:
     globals()[_name], globals()[_name + "_backward"] = getattr(_core, _name), getattr(_core, _name + "_backward")
+del _name
 matmul = _core.matmul
 gather_rows = _core.gather_rows
 prefetch_rows = _core.prefetch_rows

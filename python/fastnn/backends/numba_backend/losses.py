@@ -363,6 +363,12 @@ def _elementwise_loss(kernel, a, t, reduction):
     return _reduced(kernel(a.ravel(), t.ravel(), empty(a.dtype), False), a.size, None, reduction)
 
 
+def _elementwise_loss_backward(kernel, a, t, reduction):
+    out = np.empty(a.shape, a.dtype)
+    kernel(a.ravel(), t.ravel(), a.dtype.type(_reduction_scale(reduction, a.size)), out.ravel())
+    return out
+
+
 def binary_cross_entropy(p, t, reduction="mean"):
     # torch clamps each log at -100 so that p = 0 or 1 gives a finite loss.
     return _elementwise_loss(_bce_k, p, t, reduction)
@@ -370,9 +376,7 @@ def binary_cross_entropy(p, t, reduction="mean"):
 
 def binary_cross_entropy_backward(p, t, reduction="mean"):
     # torch's form: (p - t) / max(p (1 - p), 1e-12).
-    out = np.empty(p.shape, p.dtype)
-    _bce_bwd_k(p.ravel(), t.ravel(), p.dtype.type(_reduction_scale(reduction, p.size)), out.ravel())
-    return out
+    return _elementwise_loss_backward(_bce_bwd_k, p, t, reduction)
 
 
 def binary_cross_entropy_with_logits(z, t, reduction="mean"):
@@ -381,6 +385,4 @@ def binary_cross_entropy_with_logits(z, t, reduction="mean"):
 
 
 def binary_cross_entropy_with_logits_backward(z, t, reduction="mean"):
-    out = np.empty(z.shape, z.dtype)
-    _bcel_bwd_k(z.ravel(), t.ravel(), z.dtype.type(_reduction_scale(reduction, z.size)), out.ravel())
-    return out
+    return _elementwise_loss_backward(_bcel_bwd_k, z, t, reduction)
