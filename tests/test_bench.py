@@ -82,6 +82,7 @@ def test_json_follows_the_documented_schema(tiny_run):
 
     for row in res["neighbour"]:
         assert row["slowdown"] > 0 and row["target"] == cases.NEIGHBOUR_TARGET
+        assert row["pause_slowdown"] > 0 and row["after_pause_seconds"] > 0 and row["pause_seconds"] > 0
     assert {r["framework"] for r in res["neighbour"]} >= {"NumPy"}
     names = {t["name"] for t in res["targets"]}
     assert "time to 98% test accuracy" in names and "NumPy op right after a fastnn kernel" in names

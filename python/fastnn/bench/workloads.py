@@ -565,9 +565,18 @@ def settle_self(max_wait):
             return
 
 
+def busy_wait(seconds):
+    """Keep this thread busy for `seconds`, touching no memory and no other thread."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def neighbour(rounds, calls):
     """A NumPy and a PyTorch op timed right after a fastnn kernel, against the same op
-    called back to back with no fastnn call before it; blocks of each alternate."""
+    called back to back with no fastnn call before it; blocks of each alternate. A third
+    block times the op after a busy-wait as long as the kernel: what any work of that
+    length costs the op (its own threads idle meanwhile), with no fastnn thread involved."""
     import statistics
 
     from .. import backends
@@ -588,24 +597,34 @@ def neighbour(rounds, calls):
         F.matmul(a, b)
     rows = []
     for framework, what, op in ops:
+        kernel_times = []
         for _ in range(20):
             op()
+            t = time.perf_counter()
             kernel()
-        alone, after = [], []
+            kernel_times.append(time.perf_counter() - t)
+        kernel_seconds = statistics.median(kernel_times)
+        before = {"alone": None, "after": kernel, "pause": lambda: busy_wait(kernel_seconds)}
+        medians = {mode: [] for mode in before}
         for r in range(rounds):
-            for mode in (("alone", "after") if r % 2 == 0 else ("after", "alone")):
+            for mode in (list(before) if r % 2 == 0 else list(before)[::-1]):
                 settle_self(0.5)
                 times = []
                 for _ in range(calls):
-                    if mode == "after":
-                        kernel()
+                    if before[mode]:
+                        before[mode]()
                     t = time.perf_counter()
                     op()
                     times.append(time.perf_counter() - t)
-                (after if mode == "after" else alone).append(statistics.median(times))
+                medians[mode].append(statistics.median(times))
+        alone = medians["alone"]
         rows.append({"framework": framework, "op": what,
                      "after": f"fastnn F.matmul 128x784 @ 784x256 ({backends.active().NAME} backend)",
-                     "alone_seconds": statistics.median(alone), "after_fastnn_seconds": statistics.median(after),
-                     "slowdown": statistics.median([s / a for a, s in zip(alone, after)]),
+                     "alone_seconds": statistics.median(alone),
+                     "after_fastnn_seconds": statistics.median(medians["after"]),
+                     "slowdown": statistics.median([s / a for a, s in zip(alone, medians["after"])]),
+                     "pause_seconds": kernel_seconds,
+                     "after_pause_seconds": statistics.median(medians["pause"]),
+                     "pause_slowdown": statistics.median([s / a for a, s in zip(alone, medians["pause"])]),
                      "rounds": rounds, "calls_per_round": calls})
     return rows
