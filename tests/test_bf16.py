@@ -153,7 +153,8 @@ def test_error_against_float32_is_within_the_bf16_bound(M, N, K, trans_a, trans_
 def test_highest_is_unchanged(tmp_path):
     """In a fresh process: "highest" before "medium" was ever set, the same
     after setting it back, and FASTNN_ISA=avx512 (no bf16 table at all) give
-    bit-identical matmul, linear and linear_backward; "medium" differs."""
+    bit-identical matmul, linear and linear_backward, dense and sparse;
+    "medium" differs."""
     script = textwrap.dedent(
         """
         import sys
@@ -166,17 +167,19 @@ def test_highest_is_unchanged(tmp_path):
         W = rng.standard_normal((300, 70)).astype(np.float32)
         b = rng.standard_normal(70).astype(np.float32)
         dy = rng.standard_normal((130, 70)).astype(np.float32)
+        sparse_x = np.where(rng.random(x.shape) < 0.1, np.abs(x), 0).astype(np.float32)  # the sparse products
 
         def run():
             y = F.linear(x, W, b, activation="relu")
             dx, dW, db = F.linear_backward(x, W, dy)
-            return [F.matmul(x, W), F.matmul(x.T.copy(), dy), y, dx, dW, db]
+            sparse_dW = F.linear_backward(sparse_x, W, dy)[1]
+            return [F.matmul(x, W), F.matmul(x.T.copy(), dy), y, dx, dW, F.linear(sparse_x, W, b), sparse_dW, db]
 
         first = run()
         if sys.argv[2] == "cycle":
             fastnn.set_float32_matmul_precision("medium")
             medium = run()
-            assert not any(np.array_equal(m, f) for m, f in zip(medium[:5], first[:5]))
+            assert not any(np.array_equal(m, f) for m, f in zip(medium[:7], first[:7]))
             fastnn.set_float32_matmul_precision("high")
             assert all(np.array_equal(h, f) for h, f in zip(run(), first))
             fastnn.set_float32_matmul_precision("highest")
@@ -334,6 +337,121 @@ def test_non_finite_inputs_give_what_float32_gives(medium):
         finite = np.isfinite(want)
         clean_A, clean_B = np.nan_to_num(A, posinf=0, neginf=0), np.nan_to_num(B, posinf=0, neginf=0)
         assert (np.abs(got[finite] - want[finite]) <= rounding_bound(clean_A, clean_B)[finite]).all()
+
+
+def sparse_input(rng, rows, cols, density=0.1):
+    """A mostly-zero x (a block-sparse form pays), nonzeros of either sign."""
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    x[rng.random((rows, cols)) >= density] = 0
+    return x
+
+
+def expected_pair_form(x, by_columns):
+    """The form of bf16 pairs from its definition: lines grouped by 4, depths
+    by 2, a pair listed where any line of the group has a nonzero there once
+    rounded (a zero of either sign is zero), the lines' two bf16 bit patterns
+    side by side (depth 2p in the low half)."""
+    a = x.T if by_columns else x
+    lines, depth = a.shape
+    padded = np.zeros((-(-lines // 4) * 4, depth + depth % 2), np.float32)
+    padded[:lines, :depth] = a
+    bits = to_bf16(padded).view(np.uint32) >> 16
+    pairs = bits[:, 0::2] | (bits[:, 1::2] << 16)
+    count, index, values = [], [], []
+    for b in range(0, lines, 4):
+        group = pairs[b:b + 4]
+        keep = np.flatnonzero(((group & 0x7FFF7FFF) != 0).any(axis=0))
+        count.append(keep.size)
+        index.extend(keep)
+        values.extend(group[:, keep].T)
+    return (np.array(count), np.array(index, np.int32), np.array(values, np.uint32).reshape(-1, 4))
+
+
+@needs_bf16
+@pytest.mark.parametrize("by_columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("shape", [(4, 16), (7, 33), (65, 64), (128, 784), (131, 787)])
+def test_pair_form_matches_definition(shape, by_columns):
+    """Odd depths (a last pair with a zero partner), partial blocks, depths
+    past a whole register, a NaN, ties that round to even, a -0 next to a
+    zero (not listed) and a denormal (rounded to zero)."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    x = sparse_input(rng, *shape, density=0.03)
+    flat = x.reshape(-1)
+    if flat.size >= 1000:  # (a few specials would make a small x too dense for a form)
+        for i, value in zip(range(0, flat.size, 7), (np.nan, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -0.0, 1e-40)):
+            flat[i] = value
+    got = core.block_sparse(x, by_columns, pairs=True)
+    assert got is not None
+    for g, e, name in zip(got, expected_pair_form(x, by_columns), ("count", "index", "values")):
+        assert g.dtype == e.dtype and g.shape == e.shape, name
+        np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+def test_pair_form_bad_requests():
+    x = np.zeros((8, 8))
+    with pytest.raises(TypeError, match="float32"):
+        core.block_sparse(x, pairs=True)
+    if not core.has_bf16():
+        with pytest.raises(ValueError, match="AVX512_BF16"):
+            core.block_sparse(x.astype(np.float32), pairs=True)
+
+
+@needs_bf16
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("rows, cols, out", [(1, 1, 1), (3, 5, 7), (9, 33, 17), (128, 784, 256), (131, 787, 100),
+                                             (5, 300, 1000), (200, 31, 48)])
+def test_sparse_products_match_the_bf16_reference(medium, rows, cols, out, threads):
+    """A mostly-zero x takes the sparse products of bf16 pairs in medium: the
+    forward (bias, ReLU) and the weight gradient agree with the rounding
+    reference to float32 accumulation error on any thread count (the forward's
+    threads split the depth, the gradient's the blocks), and are rounded."""
+    rng = np.random.default_rng(rows * 7 + cols * 3 + out)
+    x = sparse_input(rng, rows, cols, density=0.04)
+    W = rng.standard_normal((cols, out)).astype(np.float32)
+    b = rng.standard_normal(out).astype(np.float32)
+    dy = rng.standard_normal((rows, out)).astype(np.float32)
+    assert core.block_sparse(x, pairs=True) is not None
+    assert core.block_sparse(x, by_columns=True, pairs=True) is not None
+    old = core.num_threads()
+    try:
+        core.set_num_threads(threads)
+        y = core.linear(x, W, b, activation="relu")
+        z = bf16_reference(x, W) + b
+        assert (np.abs(y - np.maximum(z, 0)) <= accumulation_bound(x, W) + 2.0 ** -24 * np.abs(b)).all()
+        _, dW, _ = core.linear_backward(x, W, dy, need_dx=False)
+        assert (np.abs(dW - bf16_reference(x.T, dy)) <= accumulation_bound(x.T, dy)).all()
+        fastnn.set_float32_matmul_precision("highest")
+        if rows * cols > 100:
+            assert not np.array_equal(core.linear(x, W, b, activation="relu"), y)
+            assert not np.array_equal(core.linear_backward(x, W, dy, need_dx=False)[1], dW)
+    finally:
+        core.set_num_threads(old)
+
+
+@needs_bf16
+def test_sparse_products_give_what_float32_gives_for_non_finite(medium):
+    """A NaN in x spreads over its row; an infinity in a row of W (or dy) that
+    no line lists still makes 0 * inf = NaN, as float32 gives."""
+    rng = np.random.default_rng(12)
+    x = np.abs(sparse_input(rng, 40, 301))
+    x[:, 200:] = 0
+    W = rng.standard_normal((301, 64)).astype(np.float32)
+    dy = rng.standard_normal((40, 64)).astype(np.float32)
+    x_nan = x.copy()
+    x_nan[3, 17] = np.nan
+    W_inf = W.copy()
+    W_inf[250, 5] = np.inf
+    dy_inf = dy.copy()
+    dy_inf[7, 9] = -np.inf
+    cases = [lambda: core.linear(x_nan, W), lambda: core.linear(x, W_inf),
+             lambda: core.linear_backward(x, W, dy_inf, need_dx=False)[1]]
+    got = [f() for f in cases]
+    fastnn.set_float32_matmul_precision("highest")
+    want = [f() for f in cases]
+    for g, w in zip(got, want):
+        assert np.isnan(w).any()
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_array_equal(np.isinf(g), np.isinf(w))
 
 
 def mlp_reference(layers, x, dout):

@@ -95,9 +95,9 @@ def set_float32_matmul_precision(precision):
     "medium": the C++ kernels round the inputs of each product to bfloat16
         (round to nearest even) and accumulate in float32, twice as fast where
         the CPU has AVX512_BF16 (see info()["bf16"]); elsewhere they keep
-        float32 math. Parameters, gradients and optimizer state stay float32,
-        a mostly-zero first-layer input keeps its float32 sparse product, and
-        float64 is never rounded. The numba and numpy backends keep float32
+        float32 math. Parameters, gradients and optimizer state stay float32;
+        a mostly-zero input (the first layer's pixels) is multiplied by its
+        nonzero pairs of bf16 values; float64 is never rounded. The numba and numpy backends keep float32
         math in every setting.
     """
     global _matmul_precision

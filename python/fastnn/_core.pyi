@@ -99,13 +99,17 @@ def gather_rows(x: Array, index: Array, out: Optional[Array] = None) -> Array:
 def prefetch_rows(x: Array, index: Array) -> None:
     """Starts loading the rows x[index] into the cache and returns at once (a
     hint for the next gather_rows; nothing is written)."""
-def block_sparse(x: Array, by_columns: bool = False) -> Optional[Tuple[Array, Array, Array]]:
+def block_sparse(x: Array, by_columns: bool = False, pairs: bool = False) -> Optional[Tuple[Array, Array, Array]]:
     """The form in which linear() / linear_backward() multiply a mostly-zero x (N, K),
     or None when x is too dense and they use the GEMM. Lines are x's rows (the
     forward) or, with by_columns, its columns (the weight gradient), grouped by 4:
     count (blocks,) int64 = positions listed per block; index (entries,) int32 =
     the positions where any line of the block is nonzero (NaN counts); values
-    (entries, 4) = the block's lines at those positions."""
+    (entries, 4) = the block's lines at those positions.
+    With pairs (float32 x, AVX512_BF16 only; the form "medium" precision uses), a
+    position p stands for the depths 2p and 2p + 1 of a line, listed unless both
+    are zeros once rounded to bf16, and values (entries, 4) uint32 holds each
+    line's two values there as bf16 bits, 2p in the low half."""
 
 def sgd_step(param: Array, grad: Array, momentum_buf: Optional[Array], lr: float, momentum: float = 0.0,
              dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, maximize: bool = False,

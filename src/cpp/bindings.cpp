@@ -449,17 +449,23 @@ py::tuple linear_backward(const py::array& x, const py::array& W, const py::arra
 }
 
 // x's block-sparse form (see kernels.h) as (count, index, values) arrays, or
-// None when linear() would multiply x densely.
-py::object block_sparse(const py::array& x, bool by_columns) {
+// None when linear() would multiply x densely; with pairs, the form of bf16
+// pairs, its values as their bits (uint32).
+py::object block_sparse(const py::array& x, bool by_columns, bool pairs) {
   check_input(x, "x");
   check_ndim(x, 2, "x");
+  if (pairs && !py::isinstance<py::array_t<float>>(x))
+    throw py::type_error("block_sparse: pairs=True takes float32 x, got " + std::string(py::str(x.dtype())));
+  if (pairs && fastnn::active_isa() != fastnn::Isa::avx512_bf16)
+    throw py::value_error("block_sparse: pairs=True needs AVX512_BF16, and this process runs " +
+                          std::string(fastnn::isa_name(fastnn::active_isa())));
   return by_dtype(x, [&](auto t) -> py::object {
     using T = decltype(t);
     fastnn::BlockSparse<T> a;
     bool sparse;
     {
       py::gil_scoped_release release;
-      sparse = fastnn::block_sparse_form(ptr<T>(x), x.shape(0), x.shape(1), by_columns, a);
+      sparse = fastnn::block_sparse_form(ptr<T>(x), x.shape(0), x.shape(1), by_columns, pairs, a);
     }
     if (!sparse) return py::none();
     const index_t blocks = a.blocks(), lines = fastnn::kSparseBlockLines;
@@ -475,6 +481,7 @@ py::object block_sparse(const py::array& x, bool by_columns) {
       std::memcpy(values.mutable_data() + e * lines, a.value + b * a.capacity * lines, a.count[b] * lines * sizeof(T));
       e += a.count[b];
     }
+    if (pairs) return py::make_tuple(count, index, values.attr("view")(py::dtype::of<std::uint32_t>()));
     return py::make_tuple(count, index, values);
   });
 }
@@ -678,7 +685,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("dz_out").noconvert() = py::none(), py::arg("sparse") = true);
   m.def("gather_rows", &gather_rows, x_arg, py::arg("index").noconvert(), out_arg);
   m.def("prefetch_rows", &prefetch_rows, x_arg, py::arg("index").noconvert());
-  m.def("block_sparse", &block_sparse, x_arg, py::arg("by_columns") = false);
+  m.def("block_sparse", &block_sparse, x_arg, py::arg("by_columns") = false, py::arg("pairs") = false);
 
   auto param_arg = py::arg("param").noconvert();
   auto grad_arg = py::arg("grad").noconvert();

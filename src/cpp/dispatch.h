@@ -5,8 +5,9 @@
 // fastnn::<isa> (see FASTNN_ISA_SOURCES in CMakeLists.txt). At first use the best
 // set this CPU supports is picked, capped by the FASTNN_ISA environment variable
 // (avx512_bf16 | avx512 | avx2 | generic), and every call goes through that table.
-// avx512_bf16 is the avx512 table plus a GEMM on bfloat16 panels, which float32
-// matmuls take in "medium" precision (set_matmul_precision).
+// avx512_bf16 is the avx512 table plus a GEMM on bfloat16 panels and sparse
+// products on bfloat16 pairs, which float32 matmuls take in "medium" precision
+// (set_matmul_precision).
 //
 // FASTNN_KERNELS (below the argument types) lists the kernels of the table: a
 // kernel is a template `Return name(const Args<T>&)` in each level's namespace,
@@ -93,10 +94,16 @@ struct CrossEntropyArgs {
 // lines is nonzero, count[b] of them, at index[b * capacity + q]; line r of the
 // block has its value there at value[(b * capacity + q) * kSparseBlockLines + r]
 // (zeros included). Lines past the end of A in the last block are zeros.
+// With `pairs` (float32 in "medium" precision, for VDPBF16PS) a position p
+// stands for the depths 2p and 2p + 1, and a value is their two values rounded
+// to bf16 and side by side (the low half for 2p), in a float's bits; capacity
+// is then (depth + 1) / 2.
 constexpr int kSparseBlockLines = 4;
 template <class T>
 struct BlockSparse {
   index_t lines = 0;
+  index_t depth = 0;
+  bool pairs = false;
   index_t capacity = 0;
   const index_t* count = nullptr;
   const std::int32_t* index = nullptr;
@@ -131,13 +138,15 @@ struct BlockSparseBuffers {
   T* value;
 };
 
-// x (rows, cols) as a BlockSparse whose lines are x's rows (capacity cols) or,
-// by_columns, x's columns (capacity rows), built in `out`, unless it has more
-// than max_entries entries: then the kernel returns false early.
+// x (rows, cols) as a BlockSparse whose lines are x's rows (depth cols) or,
+// by_columns, x's columns (depth rows), built in `out`, unless it has more
+// than max_entries entries: then the kernel returns false early. With pairs,
+// the form of pairs of depths (only float32 on a level with bf16: false elsewhere).
 template <class T>
 struct BlockSparseFillArgs {
   const T* x; index_t rows, cols;
   bool by_columns;
+  bool pairs;
   index_t max_entries;
   BlockSparseBuffers<T> out;
 };
@@ -218,6 +227,8 @@ enum class MatmulPrecision : int { highest = 0, high = 1, medium = 2 };
 // One process-wide setting, read by each GEMM call.
 MatmulPrecision matmul_precision();
 void set_matmul_precision(MatmulPrecision p);
+// Whether float32 products round their inputs to bf16 now: "medium" on the avx512_bf16 level.
+bool bf16_matmuls();
 
 // The typed front doors, so that callers write gemm(args) for float and double alike.
 #define FASTNN_FRONT_DOOR(kernel, Args, Return) \
@@ -234,11 +245,14 @@ namespace generic { FASTNN_KERNELS(FASTNN_DECLARE_KERNEL) }
 namespace avx2 { FASTNN_KERNELS(FASTNN_DECLARE_KERNEL) }
 namespace avx512 { FASTNN_KERNELS(FASTNN_DECLARE_KERNEL) }
 #undef FASTNN_DECLARE_KERNEL
-// avx512_bf16 compiles gemm_isa.cpp alone: avx512_bf16::gemm is its own, and
-// (qualified lookup going through the using-directive) every other kernel is avx512's.
+// avx512_bf16 compiles only the GEMM and the sparse products: those kernels are
+// its own, and (qualified lookup going through the using-directive) every other
+// kernel is avx512's.
 namespace avx512_bf16 {
 using namespace avx512;
 template <class T> void gemm(const GemmArgs<T>&);
+template <class T> bool fill_block_sparse(const BlockSparseFillArgs<T>&);
+template <class T> bool sparse_matmul(const SparseMatmulArgs<T>&);
 }
 
 }  // namespace fastnn

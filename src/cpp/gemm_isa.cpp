@@ -58,9 +58,8 @@ using Relu = Activation<Act::relu>;  // the activation applied in registers
 // ---------------------------------------------------------------- config ----
 constexpr int KU = 8;  // k-chunk of the packed panels, in packed elements (K is padded to it)
 
-// Two bfloat16 values of one row of op(A) or column of op(B), k (low half) and
-// k + 1: the element of the bf16 panels, the unit VDPBF16PS multiplies.
-typedef std::uint32_t Bf16Pair;
+// The element of the bf16 panels: k (low half) and k + 1 of one row of op(A) or column of op(B).
+using simd::Bf16Pair;
 
 // T is the type of A, B and C; P the element of the packed panels (T, or
 // Bf16Pair). KP is the number of k per packed element.
@@ -448,20 +447,10 @@ static void pack_a(const GemmArgs<T>& g, index_t i0, index_t mc, index_t p0, ind
 #ifdef __AVX512BF16__
 // ----------------------------------------------------------- bf16 packing ----
 // The same panels as pack_b / pack_a above, of Bf16Pair: k and k + 1 of a
-// column of op(B) (row of op(A)) rounded to bf16 and side by side; an odd kc's
-// last pair has a zero partner. Rounding is to nearest even by VCVTNE(2)PS2BF16
-// everywhere, the scalar tails included, so a value rounds alike in any tile.
-static inline Bf16Pair bf16_pair(float lo, float hi) {
-  return static_cast<Bf16Pair>(_mm_cvtness_sbh(lo)) | (static_cast<Bf16Pair>(_mm_cvtness_sbh(hi)) << 16);
-}
-
-// The 16 pairs (r0[j], r1[j]), j < 16: two rows of 16 values, rounded and zipped.
-static inline __m512i zip_pairs(__m512 r0, __m512 r1) {
-  alignas(64) static const short kZip[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-                                             8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);  // r0 in the low 16 values, r1 in the high
-  return _mm512_permutexvar_epi16(_mm512_load_si512(kZip), both);
-}
+// column of op(B) (row of op(A)) rounded to bf16 (simd::bf16_pair) and side by
+// side; an odd kc's last pair has a zero partner.
+using simd::bf16_pair;
+using simd::zip_pairs;
 
 // B block as bf16 panels: columns [j0, j0+nc), k rows [p0, p0+kc), kcp k per
 // panel (a multiple of 2 * KU), each panel kcp / 2 rows of pairs.
@@ -764,7 +753,7 @@ static void gemm_impl(const GemmArgs<T>& g) {
 template <class T>
 void gemm(const GemmArgs<T>& g) {
   if constexpr (std::is_same<T, float>::value)
-    if (matmul_precision() == MatmulPrecision::medium) return gemm_impl<float, Bf16Pair>(g);
+    if (bf16_matmuls()) return gemm_impl<float, Bf16Pair>(g);
   avx512::gemm(g);
 }
 #else

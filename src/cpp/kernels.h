@@ -34,12 +34,13 @@ void binary_cross_entropy_with_logits_backward(const T* z, const T* t, T* dz, in
 // ---- linear layer, W is (in, out) so that y = x @ W + b.
 // A mostly-zero x (the pixels of an image) is multiplied by its nonzeros only:
 // block_sparse_form gives x (rows, cols) in the form the forward (lines = rows)
-// or the weight gradient (by_columns: lines = columns) uses, or false when x is
-// too dense for it to pay. `a` points into per-thread buffers, valid until the
-// thread's next call. linear_forward and linear_backward try that form only
-// when `sparse` is true; otherwise they always multiply densely.
+// or the weight gradient (by_columns: lines = columns) uses, of bf16 pairs with
+// `pairs`, or false when x is too dense for it to pay. `a` points into
+// per-thread buffers, valid until the thread's next call. linear_forward and
+// linear_backward try that form only when `sparse` is true (of pairs when
+// float32 products run in bf16); otherwise they always multiply densely.
 template <class T>
-bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, BlockSparse<T>& a);
+bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, bool pairs, BlockSparse<T>& a);
 // x (rows, in), W (in, out), b (out,) or null -> y (rows, out) = act(x @ W + b).
 template <class T>
 void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, index_t in, index_t out, Act act,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.h"
@@ -74,10 +75,12 @@ struct SparseInput {
     return buffers;
   }
 
-  bool convert(const T* x, index_t rows, index_t cols, bool by_columns, BlockSparse<T>& a) {
+  bool convert(const T* x, index_t rows, index_t cols, bool by_columns, bool pairs, BlockSparse<T>& a) {
     if (std::max(rows, cols) > std::numeric_limits<std::int32_t>::max()) return false;
     a.lines = by_columns ? cols : rows;
-    a.capacity = by_columns ? rows : cols;
+    a.depth = by_columns ? rows : cols;
+    a.pairs = pairs;
+    a.capacity = pairs ? (a.depth + 1) / 2 : a.depth;
     const index_t blocks = a.blocks();
     // Never empty: pointer arithmetic on the null data() of an empty vector is undefined.
     const index_t entries = std::max<index_t>(blocks * a.capacity, 1);
@@ -86,7 +89,7 @@ struct SparseInput {
     if (index_t(value.size()) < entries * kSparseBlockLines) value.resize(entries * kSparseBlockLines);
     const index_t max_entries = index_t(kSparseMaxDensity * double(blocks) * double(a.capacity));
     const bool sparse = fill_block_sparse(BlockSparseFillArgs<T>{
-        x, rows, cols, by_columns, max_entries, {count.data(), index.data(), value.data()}});
+        x, rows, cols, by_columns, pairs, max_entries, {count.data(), index.data(), value.data()}});
     a.count = count.data();
     a.index = index.data();
     a.value = value.data();
@@ -111,11 +114,17 @@ void product(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const 
   gemm(g);
 }
 
+// Whether x's block-sparse form is of bf16 pairs: float32 products in bf16 take it.
+template <class T>
+bool sparse_pairs() {
+  return std::is_same<T, float>::value && bf16_matmuls();
+}
+
 }  // namespace
 
 template <class T>
-bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, BlockSparse<T>& a) {
-  return SparseInput<T>::for_this_thread().convert(x, rows, cols, by_columns, a);
+bool block_sparse_form(const T* x, index_t rows, index_t cols, bool by_columns, bool pairs, BlockSparse<T>& a) {
+  return SparseInput<T>::for_this_thread().convert(x, rows, cols, by_columns, pairs, a);
 }
 
 template <class T>
@@ -123,7 +132,7 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, index_t rows, inde
                     bool sparse) {
   SparseMatmulArgs<T> s;
   s.B = W; s.bias = b; s.C = y; s.n = out; s.act = act; s.check_B_finite = true;
-  if (sparse && block_sparse_form(x, rows, in, false, s.a) && sparse_matmul(s)) return;
+  if (sparse && block_sparse_form(x, rows, in, false, sparse_pairs<T>(), s.a) && sparse_matmul(s)) return;
   product(false, false, rows, out, in, x, W, y, b, act);
 }
 
@@ -135,7 +144,7 @@ void linear_backward(const T* x, const T* W, const T* dy, const T* y, T* dz, T* 
   // dW (in, out) = x^T (in, rows) @ grad (rows, out)
   SparseMatmulArgs<T> s;
   s.B = grad; s.C = dW; s.n = out; s.check_B_finite = true;
-  if (!(sparse && block_sparse_form(x, rows, in, true, s.a) && sparse_matmul(s)))
+  if (!(sparse && block_sparse_form(x, rows, in, true, sparse_pairs<T>(), s.a) && sparse_matmul(s)))
     product(true, false, in, out, rows, x, grad, dW);
   // dx (rows, in) = grad (rows, out) @ W^T (out, in), times x_act'(x)
   if (dx) product(false, true, rows, in, out, grad, W, dx, static_cast<const T*>(nullptr), Act::none, x, x_act);
@@ -163,7 +172,7 @@ void prefetch_rows(const char* x, const std::int64_t* index, index_t count, inde
 }
 
 #define FASTNN_INSTANTIATE(T)                                                                        \
-  template bool block_sparse_form<T>(const T*, index_t, index_t, bool, BlockSparse<T>&);             \
+  template bool block_sparse_form<T>(const T*, index_t, index_t, bool, bool, BlockSparse<T>&);       \
   template void linear_forward<T>(const T*, const T*, const T*, T*, index_t, index_t, index_t, Act,  \
                                   bool);                                                             \
   template void linear_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, index_t,  \

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
@@ -135,6 +136,26 @@ static inline V exp(V x) {
   const V xc = clamp(x, C::exp_lo, C::exp_hi);
   const V n = round_to_integer(xc * C::log2e);
   return scalef(exp_taylor<T>((xc - n * C::ln2_hi) - n * C::ln2_lo), n);
+}
+#endif
+
+// Two bfloat16 values side by side, the first in the low half: the unit VDPBF16PS multiplies.
+typedef std::uint32_t Bf16Pair;
+
+#ifdef __AVX512BF16__
+// lo and hi rounded to bf16 as a pair. Rounding is to nearest even by
+// VCVTNE(2)PS2BF16 everywhere, the scalar tails included, so that a value rounds
+// alike in any tile and any kernel.
+static inline Bf16Pair bf16_pair(float lo, float hi) {
+  return static_cast<Bf16Pair>(_mm_cvtness_sbh(lo)) | (static_cast<Bf16Pair>(_mm_cvtness_sbh(hi)) << 16);
+}
+
+// The 16 pairs (r0[j], r1[j]), j < 16: two rows of 16 values, rounded and zipped.
+static inline __m512i zip_pairs(__m512 r0, __m512 r1) {
+  alignas(64) static const short kZip[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                             8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);  // r0 in the low 16 values, r1 in the high
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kZip), both);
 }
 #endif
 

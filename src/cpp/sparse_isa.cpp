@@ -11,6 +11,11 @@
 // Blocking lines costs some zeros (a block lists a position where any of its
 // lines is nonzero), but lines one at a time, even with B's rows tiled in L1,
 // pay more per multiply-add and more to build their form: slower overall.
+// In "medium" precision (the avx512_bf16 level) a position is a pair of depths
+// (2p, 2p + 1) instead, and a multiply-add is one VDPBF16PS of a line's two
+// values, rounded to bf16, by B's two rows, rounded and zipped once per call:
+// the nonzeros of an image lie side by side, so a block lists little more than
+// half as many pairs as it would positions, and a pair costs what a position does.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -25,6 +30,7 @@ namespace fastnn {
 namespace FASTNN_ISA_NS {
 namespace {
 
+using simd::Bf16Pair;
 using simd::VT;
 using Relu = Activation<Act::relu>;  // the activation applied in registers
 constexpr int R = kSparseBlockLines;
@@ -48,9 +54,38 @@ struct BlockPart {
   bool whole;
 };
 
-// C[b * R + r, c0 : c0 + NV * W] for the lines r < lines of block b.
-template <class T, int NV>
-inline void block_tile(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, index_t c0) {
+// How a tile multiplies a listed value by a row of B: a float by an FMA of
+// its broadcast, or (pairs) a bf16 pair by VDPBF16PS with a row of B's pairs.
+template <class T>
+struct ValueSteps {
+  typedef typename VT<T>::V V;
+  typedef V A;
+  static constexpr bool pairs = false;
+  static inline A broadcast(T a) { return simd::set1(a); }
+  static inline V madd(V acc, A a, V b) { return simd::fma(a, b, acc); }
+  static inline T madd(T acc, T a, T b) { return acc + a * b; }
+};
+#ifdef __AVX512BF16__
+struct PairSteps {
+  typedef VT<float>::V V;
+  typedef __m512bh A;
+  static constexpr bool pairs = true;
+  static inline A broadcast(float a) { return (__m512bh)_mm512_set1_ps(a); }
+  static inline V madd(V acc, A a, V b) { return (V)_mm512_dpbf16_ps((__m512)acc, a, (__m512bh)b); }
+  // VDPBF16PS on one lane: the high halves' product first (a bf16 widens to
+  // float32 by a shift; the products are exact).
+  static inline float madd(float acc, float a, float b) {
+    const std::uint32_t x = __builtin_bit_cast(std::uint32_t, a), y = __builtin_bit_cast(std::uint32_t, b);
+    acc += __builtin_bit_cast(float, x & 0xFFFF0000u) * __builtin_bit_cast(float, y & 0xFFFF0000u);
+    return acc + __builtin_bit_cast(float, x << 16) * __builtin_bit_cast(float, y << 16);
+  }
+};
+#endif
+
+// C[b * R + r, c0 : c0 + NV * W] for the lines r < lines of block b; B
+// (depth or, with pairs, pairs of depth, row stride n) is what Steps multiplies by.
+template <class T, int NV, class Steps>
+inline void block_tile(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, const T* B, index_t c0) {
   typedef typename VT<T>::V V;
   constexpr int W = VT<T>::W;
   const BlockSparse<T>& a = g.a;
@@ -62,13 +97,13 @@ inline void block_tile(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
   const std::int32_t* index = a.index + p.b * a.capacity;
   const T* value = a.value + p.b * a.capacity * R;
   for (index_t q = p.q0; q < p.q1; ++q) {
-    const T* brow = g.B + index_t(index[q]) * g.n + c0;
+    const T* brow = B + index_t(index[q]) * g.n + c0;
     V bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = simd::loadu(brow + v * W);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const V s = simd::set1(value[q * R + r]);
-      for (int v = 0; v < NV; ++v) acc[r][v] = simd::fma(s, bv[v], acc[r][v]);
+      const typename Steps::A s = Steps::broadcast(value[q * R + r]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = Steps::madd(acc[r][v], s, bv[v]);
     }
   }
   const bool relu = p.whole && g.act == Act::relu;
@@ -79,8 +114,8 @@ inline void block_tile(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
 }
 
 // The columns past the last whole vector, one scalar at a time.
-template <class T>
-inline void block_tail(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, index_t c0) {
+template <class T, class Steps>
+inline void block_tail(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, const T* B, index_t c0) {
   constexpr int W = VT<T>::W;
   const BlockSparse<T>& a = g.a;
   const int width = int(g.n - c0);
@@ -90,9 +125,9 @@ inline void block_tail(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
   const std::int32_t* index = a.index + p.b * a.capacity;
   const T* value = a.value + p.b * a.capacity * R;
   for (index_t q = p.q0; q < p.q1; ++q) {
-    const T* brow = g.B + index_t(index[q]) * g.n + c0;
+    const T* brow = B + index_t(index[q]) * g.n + c0;
     for (int r = 0; r < R; ++r)
-      for (int j = 0; j < width; ++j) acc[r][j] += value[q * R + r] * brow[j];
+      for (int j = 0; j < width; ++j) acc[r][j] = Steps::madd(acc[r][j], value[q * R + r], brow[j]);
   }
   const bool relu = p.whole && g.act == Act::relu;
   for (int r = 0; r < p.lines; ++r) {
@@ -101,14 +136,14 @@ inline void block_tail(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, inde
   }
 }
 
-template <class T>
-void sparse_block(const SparseMatmulArgs<T>& g, const BlockPart<T>& p) {
+template <class T, class Steps>
+void sparse_block(const SparseMatmulArgs<T>& g, const BlockPart<T>& p, const T* B) {
   constexpr int W = VT<T>::W;
   index_t c0 = 0;
-  for (; c0 + kMaxVectors * W <= g.n; c0 += kMaxVectors * W) block_tile<T, kMaxVectors>(g, p, c0);
-  for (; c0 + 2 * W <= g.n; c0 += 2 * W) block_tile<T, 2>(g, p, c0);
-  for (; c0 + W <= g.n; c0 += W) block_tile<T, 1>(g, p, c0);
-  if (c0 < g.n) block_tail(g, p, c0);
+  for (; c0 + kMaxVectors * W <= g.n; c0 += kMaxVectors * W) block_tile<T, kMaxVectors, Steps>(g, p, B, c0);
+  for (; c0 + 2 * W <= g.n; c0 += 2 * W) block_tile<T, 2, Steps>(g, p, B, c0);
+  for (; c0 + W <= g.n; c0 += W) block_tile<T, 1, Steps>(g, p, B, c0);
+  if (c0 < g.n) block_tail<T, Steps>(g, p, B, c0);
   if (p.whole && needs_pass(g.act))
     apply_activation(p.C + p.b * R * g.n, p.lines * g.n, g.act);
 }
@@ -195,10 +230,49 @@ index_t depth_share_start(const BlockSparse<T>& a, index_t t, index_t nt) {
 //   block over its depth range (equal shares of the entries), into C for the
 //   blocks it then adds up and into a scratch copy for the others; it then
 //   adds the others' copies into its blocks of C, with bias and activation.
-}  // namespace
 
+#ifdef __AVX512BF16__
+// Rows [p0, p1) of B's pairs for PairSteps: row p of B's pairs is rows 2p and
+// 2p + 1 of B (the second zero past the depth) rounded to bf16 and zipped, n
+// pairs a row.
+inline void pack_pair_rows(const SparseMatmulArgs<float>& g, index_t p0, index_t p1, float* pairs) {
+  const index_t n = g.n;
+  for (index_t p = p0; p < p1; ++p) {
+    const float* r0 = g.B + 2 * p * n;
+    const bool partner = 2 * p + 1 < g.a.depth;
+    float* d = pairs + p * n;
+    index_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+      const __m512 hi = partner ? _mm512_loadu_ps(r0 + n + j) : _mm512_setzero_ps();
+      _mm512_storeu_si512(d + j, simd::zip_pairs(_mm512_loadu_ps(r0 + j), hi));
+    }
+    if (j < n) {
+      const __mmask16 rest = __mmask16((1u << (n - j)) - 1);
+      const __m512 lo = _mm512_maskz_loadu_ps(rest, r0 + j);
+      const __m512 hi = partner ? _mm512_maskz_loadu_ps(rest, r0 + n + j) : _mm512_setzero_ps();
+      _mm512_mask_storeu_epi32(d + j, rest, simd::zip_pairs(lo, hi));
+    }
+  }
+}
+#endif
+
+// What Steps multiplies by, rows [k0, k1) of the form's depth of it (pairs of B's rows for
+// PairSteps, packed into `pairs`; B itself otherwise).
+template <class T, class Steps>
+inline void prepare_b(const SparseMatmulArgs<T>& g, index_t k0, index_t k1, T* pairs) {
+#ifdef __AVX512BF16__
+  if constexpr (Steps::pairs) pack_pair_rows(g, k0, k1, pairs);
+#endif
+}
+
+// Rows of B that depths [0, k) of the form span.
 template <class T>
-bool sparse_matmul(const SparseMatmulArgs<T>& g) {
+inline index_t b_rows(const BlockSparse<T>& a, index_t k) {
+  return a.pairs ? std::min(2 * k, a.depth) : k;
+}
+
+template <class T, class Steps>
+bool sparse_product(const SparseMatmulArgs<T>& g) {
   const BlockSparse<T>& a = g.a;
   const index_t blocks = a.blocks();
   index_t entries = 0;
@@ -206,17 +280,26 @@ bool sparse_matmul(const SparseMatmulArgs<T>& g) {
   const int threads = entries * R * g.n >= kParallelGrain * 8 ? num_threads() : 1;
   const bool split_depth = threads > 1 && a.capacity > a.lines;
   // The depth split checks B by shares inside its parallel region.
-  if (g.check_B_finite && !split_depth && !all_finite_impl(g.B, a.capacity * g.n)) return false;
+  if (g.check_B_finite && !split_depth && !all_finite_impl(g.B, a.depth * g.n)) return false;
+  static thread_local std::vector<T> packed;
+  if (Steps::pairs && index_t(packed.size()) < a.capacity * g.n) packed.resize(a.capacity * g.n);
+  T* const pairs = packed.data();  // (a thread_local named in the team's body would be each member's own)
+  const T* const B = Steps::pairs ? pairs : g.B;
   if (threads <= 1) {
-    for (index_t b = 0; b < blocks; ++b) sparse_block(g, whole_block(g, b));
+    prepare_b<T, Steps>(g, 0, a.capacity, pairs);
+    for (index_t b = 0; b < blocks; ++b) sparse_block<T, Steps>(g, whole_block(g, b), B);
     return true;
   }
   if (!split_depth) {
     parallel_team(threads, [&](index_t t, index_t nt) {
+      if (Steps::pairs) {
+        prepare_b<T, Steps>(g, a.capacity * t / nt, a.capacity * (t + 1) / nt, pairs);
+        team_barrier();
+      }
       const index_t lo = entries * t / nt, hi = entries * (t + 1) / nt;
       index_t cost = 0;
       for (index_t b = 0; b < blocks && cost < hi; ++b) {
-        if (cost >= lo) sparse_block(g, whole_block(g, b));
+        if (cost >= lo) sparse_block<T, Steps>(g, whole_block(g, b), B);
         cost += a.count[b] + 1;
       }
     });
@@ -224,7 +307,8 @@ bool sparse_matmul(const SparseMatmulArgs<T>& g) {
   }
   // Thread t writes its parts of the blocks it adds up into C, and its parts
   // of the other blocks into its own scratch copy: it then adds the others'
-  // copies into lines of C that only it has written.
+  // copies into lines of C that only it has written. It reads only its depth
+  // range of B, so it prepares only that.
   static thread_local std::vector<T> scratch;
   const index_t size = a.lines * g.n;
   if (index_t(scratch.size()) < threads * size) scratch.resize(threads * size);
@@ -232,7 +316,9 @@ bool sparse_matmul(const SparseMatmulArgs<T>& g) {
   std::atomic<bool> special{false};
   parallel_team(threads, [&](index_t t, index_t nt) {
     const index_t k0 = depth_share_start(a, t, nt), k1 = depth_share_start(a, t + 1, nt);
-    if (g.check_B_finite && !range_finite(g.B, k0 * g.n, k1 * g.n)) special.store(true, std::memory_order_relaxed);
+    if (g.check_B_finite && !range_finite(g.B, b_rows(a, k0) * g.n, b_rows(a, k1) * g.n))
+      special.store(true, std::memory_order_relaxed);
+    prepare_b<T, Steps>(g, k0, k1, pairs);
     const index_t own0 = blocks * t / nt, own1 = blocks * (t + 1) / nt;
     for (index_t b = 0; b < blocks; ++b) {
       const std::int32_t* index = a.index + b * a.capacity;
@@ -241,7 +327,7 @@ bool sparse_matmul(const SparseMatmulArgs<T>& g) {
       p.q1 = t + 1 == nt ? a.count[b] : p.q0 + first_at_or_past(index + p.q0, a.count[b] - p.q0, k1);
       p.C = b >= own0 && b < own1 ? g.C : parts + t * size;
       p.whole = false;
-      sparse_block(g, p);
+      sparse_block<T, Steps>(g, p, B);
     }
     team_barrier();
     const index_t r1 = special.load(std::memory_order_relaxed) ? 0 : std::min(own1 * R, a.lines);
@@ -261,6 +347,17 @@ bool sparse_matmul(const SparseMatmulArgs<T>& g) {
     }
   });
   return !special.load();
+}
+
+}  // namespace
+
+template <class T>
+bool sparse_matmul(const SparseMatmulArgs<T>& g) {
+  if (!g.a.pairs) return sparse_product<T, ValueSteps<T>>(g);
+#ifdef __AVX512BF16__
+  if constexpr (std::is_same<T, float>::value) return sparse_product<T, PairSteps>(g);
+#endif
+  return false;  // fill_block_sparse makes no form of pairs here
 }
 FASTNN_ISA_KERNEL(sparse_matmul)
 
@@ -345,34 +442,94 @@ inline index_t append_listed(const simd::vf (&v)[R], unsigned m, index_t j, std:
 }
 #endif
 
-// Block b of x's rows: the columns where any of its rows is nonzero.
+// What a form lists at a position of a line of x: one value (Values), or the
+// values at two depths rounded to bf16 side by side (Pairs). `chunk` depths of
+// a line load as one vector of positions; `at` gives one position (the tails).
 template <class T>
+struct Values {
+  typedef typename VT<T>::V V;
+  static constexpr int per = 1;  // depths per position
+  static constexpr int chunk = VT<T>::W;
+  static inline V load(const T* line, index_t j) { return simd::loadu(line + j); }
+  static inline unsigned nonzero(V v) { return simd::nonzero_mask(v); }
+  static inline T at(const T* line, index_t p, index_t) { return line[p]; }
+  static inline bool nonzero(T v) { return v != T(0); }  // true for NaN, which must reach C
+  // Position i of column block b (x's columns b * R ...), its R values, zero
+  // past x's columns; returns whether the position is to be listed (any is nonzero).
+  static inline bool column_values(const T* x, index_t, index_t cols, index_t i, index_t b, T* v) {
+    const T* xi = x + i * cols + b * R;
+    if (b * R + R <= cols)
+      std::memcpy(v, xi, R * sizeof(T));
+    else
+      for (int r = 0; r < R; ++r) v[r] = b * R + r < cols ? xi[r] : T(0);
+    return true;  // the scan found a nonzero there
+  }
+};
+#ifdef __AVX512BF16__
+struct Pairs {
+  typedef VT<float>::V V;
+  static constexpr int per = 2;
+  static constexpr int chunk = 2 * VT<float>::W;
+  static inline V load(const float* line, index_t j) {
+    return (V)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(line + j + 16), _mm512_loadu_ps(line + j));
+  }
+  // A pair is listed unless both its values are zeros (of either sign).
+  static inline unsigned nonzero(V v) { return _mm512_test_epi32_mask((__m512i)v, _mm512_set1_epi32(0x7FFF7FFF)); }
+  static inline float at(const float* line, index_t p, index_t depth) {
+    return __builtin_bit_cast(float, simd::bf16_pair(line[2 * p], 2 * p + 1 < depth ? line[2 * p + 1] : 0.0f));
+  }
+  static inline bool nonzero(float v) { return (__builtin_bit_cast(std::uint32_t, v) & 0x7FFF7FFFu) != 0; }
+  // (The scan found a nonzero float32 there, which may round to zero: a denormal.)
+  static inline bool column_values(const float* x, index_t rows, index_t cols, index_t p, index_t b, float* v) {
+    const float* x0 = x + 2 * p * cols + b * R;
+    __m128i pairs;
+    if (b * R + R <= cols && 2 * p + 1 < rows) {
+      // Both rows' 4 values rounded in one register, then interleaved: (x0[r], x1[r]) per r.
+      const __m128i both = (__m128i)_mm_cvtne2ps_pbh(_mm_loadu_ps(x0 + cols), _mm_loadu_ps(x0));
+      pairs = _mm_unpacklo_epi16(both, _mm_srli_si128(both, 8));
+    } else {
+      alignas(16) Bf16Pair each[R];
+      for (int r = 0; r < R; ++r) {
+        const bool inside = b * R + r < cols;
+        each[r] = simd::bf16_pair(inside ? x0[r] : 0.0f, inside && 2 * p + 1 < rows ? x0[cols + r] : 0.0f);
+      }
+      pairs = _mm_load_si128(reinterpret_cast<const __m128i*>(each));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(v), pairs);
+    return !_mm_testz_si128(pairs, _mm_set1_epi32(0x7FFF7FFF));
+  }
+};
+#endif
+
+// Block b of x's rows: the positions where any of its rows is nonzero.
+template <class T, class Form>
 bool fill_row_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffers<T> out, index_t b0, index_t b1,
                      index_t share, const std::atomic<bool>& stop) {
-  constexpr int W = VT<T>::W;
+  const index_t capacity = (cols + Form::per - 1) / Form::per;
   index_t entries = 0;
   for (index_t b = b0; b < b1; ++b) {
     const T* xr[R];
     const int lines = rows - b * R < R ? int(rows - b * R) : R;
     // Rows past the end read row 0 of the block, and their values are zeroed below.
     for (int r = 0; r < R; ++r) xr[r] = x + (b * R + (r < lines ? r : 0)) * cols;
-    std::int32_t* index = out.index + b * cols;
-    T* value = out.value + b * cols * R;
+    std::int32_t* index = out.index + b * capacity;
+    T* value = out.value + b * capacity * R;
     index_t n = 0;
     index_t j = 0;
-    for (; j + W <= cols; j += W) {
-      typename VT<T>::V v[R];
+    for (; j + Form::chunk <= cols; j += Form::chunk) {
+      typename Form::V v[R];
       unsigned m = 0;
-      for (int r = 0; r < R; ++r) m |= simd::nonzero_mask(v[r] = simd::loadu(xr[r] + j));
+      for (int r = 0; r < R; ++r) m |= Form::nonzero(v[r] = Form::load(xr[r], j));
       // Most vectors of an image are all zeros: one test skips them.
-      if (m != 0) n = append_listed(v, m, j, index, value, n);
+      if (m != 0) n = append_listed(v, m, j / Form::per, index, value, n);
     }
-    for (; j < cols; ++j) {
+    for (index_t p = j / Form::per; p < capacity; ++p) {
+      T v[R];
       bool any = false;
-      for (int r = 0; r < R; ++r) any |= xr[r][j] != T(0);  // true for NaN, which must reach C
+      for (int r = 0; r < R; ++r) any |= Form::nonzero(v[r] = Form::at(xr[r], p, cols));
       if (any) {
-        index[n] = std::int32_t(j);
-        for (int r = 0; r < R; ++r) value[n * R + r] = xr[r][j];
+        index[n] = std::int32_t(p);
+        for (int r = 0; r < R; ++r) value[n * R + r] = v[r];
         ++n;
       }
     }
@@ -380,20 +537,22 @@ bool fill_row_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffers<
       for (int r = lines; r < R; ++r) value[q * R + r] = T(0);
     out.count[b] = n;
     entries += n;
-    if (entries > allowed(share, b + 1 - b0, b1 - b0, 2 * cols) || stop.load(std::memory_order_relaxed))
+    if (entries > allowed(share, b + 1 - b0, b1 - b0, 2 * capacity) || stop.load(std::memory_order_relaxed))
       return false;
   }
   return true;
 }
 
-// Block b of x's columns (columns b * R ... b * R + R - 1): the rows where any
-// of them is nonzero. x is row-major, so 64 rows at a time are scanned into one
-// bit per (block, row), branch-free (whether a block is nonzero is too random to
-// predict); then each block's rows are listed from its bits, in ascending order.
-template <class T>
+// Block b of x's columns (columns b * R ... b * R + R - 1): the positions
+// (rows, or pairs of rows) where any of them is nonzero. x is row-major, so 64
+// rows at a time are scanned into one bit per (block, row), branch-free
+// (whether a block is nonzero is too random to predict); then each block's
+// positions are listed from its bits, in ascending order.
+template <class T, class Form>
 bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffers<T> out, index_t b0, index_t b1,
                         index_t share, const std::atomic<bool>& stop) {
   constexpr int W = VT<T>::W;
+  const index_t capacity = (rows + Form::per - 1) / Form::per;
   const index_t k0 = b0 * R, k1 = b1 * R < cols ? b1 * R : cols;
   // Bit i - i0 of nonzero[b - b0]: block b of row i has a nonzero.
   std::vector<std::uint64_t> nonzero(b1 - b0);
@@ -418,21 +577,19 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
     for (index_t i = i0; i < i1; ++i)
       for (index_t j = k; j < k1; ++j)  // true for NaN, which must reach C
         nonzero[(j - k0) / R] |= x[i * cols + j] != T(0) ? std::uint64_t(1) << (i - i0) : 0;
+    // A pair of rows (i0 is even) is listed at its first row's bit.
+    if (Form::per == 2)
+      for (std::uint64_t& m : nonzero) m = (m | m >> 1) & 0x5555555555555555ull;
     // Counted before listing, so that a dense x (a hidden layer's activations)
     // is turned down without copying its values.
     for (const std::uint64_t m : nonzero) entries += __builtin_popcountll(m);
     if (entries > allowed(share, i1, rows, 2 * (b1 - b0)) || stop.load(std::memory_order_relaxed)) return false;
     for (index_t b = b0; b < b1; ++b) {
       index_t q = out.count[b];
-      for (std::uint64_t m = nonzero[b - b0]; m != 0; m &= m - 1, ++q) {
-        const index_t i = i0 + __builtin_ctzll(m);
-        const T* xi = x + i * cols + b * R;
-        T* v = out.value + (b * rows + q) * R;
-        out.index[b * rows + q] = std::int32_t(i);
-        if (b * R + R <= cols)
-          std::memcpy(v, xi, R * sizeof(T));
-        else
-          for (int r = 0; r < R; ++r) v[r] = b * R + r < cols ? xi[r] : T(0);
+      for (std::uint64_t m = nonzero[b - b0]; m != 0; m &= m - 1) {
+        const index_t p = (i0 + __builtin_ctzll(m)) / Form::per;
+        out.index[b * capacity + q] = std::int32_t(p);
+        q += Form::column_values(x, rows, cols, p, b, out.value + (b * capacity + q) * R);
       }
       out.count[b] = q;
     }
@@ -440,13 +597,22 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
   return true;
 }
 
+template <class T, class Form>
+bool fill_form(const BlockSparseFillArgs<T>& a) {
+  if (a.by_columns)
+    return fill_blocks(fill_column_blocks<T, Form>, a.x, a.rows, a.cols, (a.cols + R - 1) / R, a.max_entries, a.out);
+  return fill_blocks(fill_row_blocks<T, Form>, a.x, a.rows, a.cols, (a.rows + R - 1) / R, a.max_entries, a.out);
+}
+
 }  // namespace
 
 template <class T>
 bool fill_block_sparse(const BlockSparseFillArgs<T>& a) {
-  if (a.by_columns)
-    return fill_blocks(fill_column_blocks<T>, a.x, a.rows, a.cols, (a.cols + R - 1) / R, a.max_entries, a.out);
-  return fill_blocks(fill_row_blocks<T>, a.x, a.rows, a.cols, (a.rows + R - 1) / R, a.max_entries, a.out);
+  if (!a.pairs) return fill_form<T, Values<T>>(a);
+#ifdef __AVX512BF16__
+  if constexpr (std::is_same<T, float>::value) return fill_form<T, Pairs>(a);
+#endif
+  return false;  // no bf16 here: the dense product takes x
 }
 FASTNN_ISA_KERNEL(fill_block_sparse)
 
