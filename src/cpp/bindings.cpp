@@ -510,9 +510,9 @@ index_t row_bytes_of(const py::array& x) { return x.shape(0) > 0 ? index_t(x.nby
 
 void prefetch_rows(const py::array& x, const py::array& index) {
   check_rows_and_index(x, index);
+  const index_t row_bytes = row_bytes_of(x);  // (reads x's dtype object: needs the GIL)
   py::gil_scoped_release release;
-  fastnn::prefetch_rows(static_cast<const char*>(x.data()), ptr<std::int64_t>(index), index.shape(0),
-                        row_bytes_of(x));
+  fastnn::prefetch_rows(static_cast<const char*>(x.data()), ptr<std::int64_t>(index), index.shape(0), row_bytes);
 }
 
 py::array gather_rows(const py::array& x, const py::array& index, const OptArray& out) {
