@@ -27,9 +27,10 @@ needs_bf16 = pytest.mark.skipif(not core.has_bf16(), reason="no AVX512_BF16 on t
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = (1, 7, 16, 33, 257, 1000)
 # (M, N, K): each size on every side twice; edge tiles in M (257 = 18 * 14 + 5),
-# N (1000 = 31 * 32 + 8), odd K (a last pair with a zero partner), K over one
-# K block (1000), N over one N block and M over one M block.
-SHAPES = [(SIZES[i], SIZES[(i + a) % 6], SIZES[(i + b) % 6]) for a, b in ((1, 2), (3, 5)) for i in range(6)]
+# N (1000 = 31 * 32 + 8), odd K (a last pair with a zero partner), N over one
+# N block and M over one M block; and K over one K block (1024) and over two.
+SHAPES = [(SIZES[i], SIZES[(i + a) % 6], SIZES[(i + b) % 6]) for a, b in ((1, 2), (3, 5)) for i in range(6)] + [
+    (33, 70, 1500), (16, 257, 2085)]
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 
 

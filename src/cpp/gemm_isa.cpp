@@ -69,9 +69,11 @@ template <class T, class P = T> struct Cfg;
 template <> struct Cfg<float> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 224, NC = 512, KP = 1; };
 template <> struct Cfg<double> { static constexpr int MR = 14, NV = 2, KC = 256, MC = 112, NC = 256, KP = 1; };
 #ifdef __AVX512BF16__
-// Half the bytes per k of float panels: KC doubles for the same cache footprint.
+// Half the bytes per k of float panels. KC is four times the float one: an A
+// micro-panel (14 x 1024 bf16) still fits L1, and a K up to 1024 (an MLP's
+// layers) takes one block, so C is stored once instead of read back per block.
 template <> struct Cfg<float, Bf16Pair> {
-  static constexpr int MR = 14, NV = 2, KC = 512, MC = 224, NC = 512, KP = 2;
+  static constexpr int MR = 14, NV = 2, KC = 1024, MC = 224, NC = 512, KP = 2;
 };
 #endif
 #elif FASTNN_VBYTES == 32
