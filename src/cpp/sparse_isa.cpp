@@ -256,8 +256,9 @@ inline void pack_pair_rows(const SparseMatmulArgs<float>& g, index_t p0, index_t
 }
 #endif
 
-// What Steps multiplies by, rows [k0, k1) of the form's depth of it (pairs of B's rows for
-// PairSteps, packed into `pairs`; B itself otherwise).
+// Makes what the tiles read for positions [k0, k1) of the form: for PairSteps
+// those rows of B's pairs, packed into `pairs`; nothing for ValueSteps, whose
+// tiles read B itself.
 template <class T, class Steps>
 inline void prepare_b(const SparseMatmulArgs<T>& g, index_t k0, index_t k1, T* pairs) {
 #ifdef __AVX512BF16__
@@ -265,7 +266,7 @@ inline void prepare_b(const SparseMatmulArgs<T>& g, index_t k0, index_t k1, T* p
 #endif
 }
 
-// Rows of B that depths [0, k) of the form span.
+// Rows of B that positions [0, k) of the form span.
 template <class T>
 inline index_t b_rows(const BlockSparse<T>& a, index_t k) {
   return a.pairs ? std::min(2 * k, a.depth) : k;
