@@ -43,8 +43,8 @@ log "built in $((BUILT - START)) s"
 # ---------------------------------------------------------------- tests
 if [ "$#" -eq 0 ]; then
   set --
-  for t in test_functional test_gemm test_sparse test_robustness test_properties test_threads test_gradients test_optim test_pool \
-      test_nn; do
+  for t in test_functional test_gemm test_sparse test_bf16 test_robustness test_properties test_threads test_gradients \
+      test_optim test_pool test_nn; do
     [ -f "$ROOT/tests/$t.py" ] && set -- "$@" "tests/$t.py"
   done
 fi
