@@ -12,7 +12,7 @@ EPOCH_RECIPE = {"hidden": SIZES[1:-1], "activation": "relu", "dropout": 0.0, "op
 MODES = {
     # reps: interleaved rounds per kernel case; min_time: seconds per kernel sample; pause: the
     # longest wait for the previous worker's threads to stop; epoch_samples: None is all 60000.
-    "full": dict(reps=11, max_reps_factor=2.0, min_time=0.05, pause=1.0, epoch_samples=None, epoch_reps=5,
+    "full": dict(reps=11, max_reps_factor=2.0, min_time=0.05, pause=1.0, epoch_samples=None, epoch_reps=9,
                  t98_reps=3, t98_peers=True, fit_samples=None, fit_reps=3, neighbour_rounds=20,
                  neighbour_calls=50, peak_seconds=0.25, peak_reps=7, copy_mib=256, large_scale=1,
                  synthetic=False, peers=True),
