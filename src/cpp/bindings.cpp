@@ -456,7 +456,7 @@ py::object block_sparse(const py::array& x, bool by_columns, bool pairs) {
   check_ndim(x, 2, "x");
   if (pairs && !py::isinstance<py::array_t<float>>(x))
     throw py::type_error("block_sparse: pairs=True takes float32 x, got " + std::string(py::str(x.dtype())));
-  if (pairs && fastnn::active_isa() != fastnn::Isa::avx512_bf16)
+  if (pairs && !fastnn::has_bf16())
     throw py::value_error("block_sparse: pairs=True needs AVX512_BF16, and this process runs " +
                           std::string(fastnn::isa_name(fastnn::active_isa())));
   return by_dtype(x, [&](auto t) -> py::object {
@@ -577,7 +577,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa", [] { return std::string(fastnn::isa_name(fastnn::active_isa())); });
   m.def("cpu_isa", [] { return std::string(fastnn::isa_name(fastnn::cpu_isa())); });
   m.def("pool_workers", &fastnn::pool_workers);
-  m.def("has_bf16", [] { return fastnn::active_isa() == fastnn::Isa::avx512_bf16; });
+  m.def("has_bf16", &fastnn::has_bf16);
   m.def("matmul_precision", [] {
     switch (fastnn::matmul_precision()) {
       case fastnn::MatmulPrecision::medium: return std::string("medium");

@@ -81,6 +81,8 @@ void set_matmul_precision(MatmulPrecision p) {
   g_matmul_precision.store(static_cast<int>(p), std::memory_order_relaxed);
 }
 
-bool bf16_matmuls() { return active_isa() == Isa::avx512_bf16 && matmul_precision() == MatmulPrecision::medium; }
+bool has_bf16() { return active_isa() == Isa::avx512_bf16; }
+
+bool bf16_matmuls() { return has_bf16() && matmul_precision() == MatmulPrecision::medium; }
 
 }  // namespace fastnn

@@ -96,9 +96,11 @@ struct CrossEntropyArgs {
 // (zeros included). Lines past the end of A in the last block are zeros.
 // With `pairs` (float32 in "medium" precision, for VDPBF16PS) a position p
 // stands for the depths 2p and 2p + 1, and a value is their two values rounded
-// to bf16 and side by side (the low half for 2p), in a float's bits; capacity
-// is then (depth + 1) / 2.
+// to bf16 and side by side (the low half for 2p), in a float's bits.
+// capacity is sparse_positions(depth, pairs).
 constexpr int kSparseBlockLines = 4;
+// Positions per line of a form of `depth`: one per depth, or one per pair of depths.
+inline index_t sparse_positions(index_t depth, bool pairs) { return pairs ? (depth + 1) / 2 : depth; }
 template <class T>
 struct BlockSparse {
   index_t lines = 0;
@@ -227,6 +229,8 @@ enum class MatmulPrecision : int { highest = 0, high = 1, medium = 2 };
 // One process-wide setting, read by each GEMM call.
 MatmulPrecision matmul_precision();
 void set_matmul_precision(MatmulPrecision p);
+// Whether the avx512_bf16 level is active (the CPU has it and FASTNN_ISA does not cap it).
+bool has_bf16();
 // Whether float32 products round their inputs to bf16 now: "medium" on the avx512_bf16 level.
 bool bf16_matmuls();
 

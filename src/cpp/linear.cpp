@@ -80,7 +80,7 @@ struct SparseInput {
     a.lines = by_columns ? cols : rows;
     a.depth = by_columns ? rows : cols;
     a.pairs = pairs;
-    a.capacity = pairs ? (a.depth + 1) / 2 : a.depth;
+    a.capacity = sparse_positions(a.depth, pairs);
     const index_t blocks = a.blocks();
     // Never empty: pointer arithmetic on the null data() of an empty vector is undefined.
     const index_t entries = std::max<index_t>(blocks * a.capacity, 1);

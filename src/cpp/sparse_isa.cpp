@@ -506,7 +506,7 @@ struct Pairs {
 template <class T, class Form>
 bool fill_row_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffers<T> out, index_t b0, index_t b1,
                      index_t share, const std::atomic<bool>& stop) {
-  const index_t capacity = (cols + Form::per - 1) / Form::per;
+  const index_t capacity = sparse_positions(cols, Form::per == 2);
   index_t entries = 0;
   for (index_t b = b0; b < b1; ++b) {
     const T* xr[R];
@@ -553,7 +553,7 @@ template <class T, class Form>
 bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffers<T> out, index_t b0, index_t b1,
                         index_t share, const std::atomic<bool>& stop) {
   constexpr int W = VT<T>::W;
-  const index_t capacity = (rows + Form::per - 1) / Form::per;
+  const index_t capacity = sparse_positions(rows, Form::per == 2);
   const index_t k0 = b0 * R, k1 = b1 * R < cols ? b1 * R : cols;
   // Bit i - i0 of nonzero[b - b0]: block b of row i has a nonzero.
   std::vector<std::uint64_t> nonzero(b1 - b0);
