@@ -96,3 +96,30 @@ def _activation_cases():
 
 
 ACTIVATION_CASES = _activation_cases()
+
+
+def sparse_matrix(rng, shape, density, dtype=np.float32, signed=False):
+    """A mostly-zero matrix: values in [0, 1) (standard normal with signed), each kept with probability density."""
+    x = (rng.standard_normal(shape) if signed else rng.random(shape)).astype(dtype)
+    x[rng.random(shape) >= density] = 0
+    return x
+
+
+SPARSE_BLOCK_LINES = 4  # lines per block of fastnn's block-sparse form (kSparseBlockLines)
+
+
+def block_form(lines, listed):
+    """(count, index, values) of a block-sparse form from its definition:
+    `lines` (lines, positions) grouped by 4 (the last block padded with
+    zeros), a position listed where listed(value) holds for any line of the
+    group, the group's values there."""
+    count, index, values = [], [], []
+    for b in range(0, lines.shape[0], SPARSE_BLOCK_LINES):
+        group = np.zeros((SPARSE_BLOCK_LINES, lines.shape[1]), lines.dtype)
+        group[:min(SPARSE_BLOCK_LINES, lines.shape[0] - b)] = lines[b:b + SPARSE_BLOCK_LINES]
+        keep = np.flatnonzero(listed(group).any(axis=0))
+        count.append(keep.size)
+        index.extend(keep)
+        values.extend(group[:, keep].T)
+    return (np.array(count), np.array(index, np.int32),
+            np.array(values, lines.dtype).reshape(-1, SPARSE_BLOCK_LINES))

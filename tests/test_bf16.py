@@ -21,6 +21,8 @@ import fastnn
 import fastnn.functional as F
 from fastnn import nn
 
+from conftest import block_form, sparse_matrix
+
 core = pytest.importorskip("fastnn._core")
 needs_bf16 = pytest.mark.skipif(not core.has_bf16(), reason="no AVX512_BF16 on this CPU (or FASTNN_ISA caps it)")
 
@@ -340,13 +342,6 @@ def test_non_finite_inputs_give_what_float32_gives(medium):
         assert (np.abs(got[finite] - want[finite]) <= rounding_bound(clean_A, clean_B)[finite]).all()
 
 
-def sparse_input(rng, rows, cols, density=0.1):
-    """A mostly-zero x (a block-sparse form pays), nonzeros of either sign."""
-    x = rng.standard_normal((rows, cols)).astype(np.float32)
-    x[rng.random((rows, cols)) >= density] = 0
-    return x
-
-
 def expected_pair_form(x, by_columns):
     """The form of bf16 pairs from its definition: lines grouped by 4, depths
     by 2, a pair listed where any line of the group has a nonzero there once
@@ -354,18 +349,11 @@ def expected_pair_form(x, by_columns):
     side by side (depth 2p in the low half)."""
     a = x.T if by_columns else x
     lines, depth = a.shape
-    padded = np.zeros((-(-lines // 4) * 4, depth + depth % 2), np.float32)
-    padded[:lines, :depth] = a
+    padded = np.zeros((lines, depth + depth % 2), np.float32)
+    padded[:, :depth] = a
     bits = to_bf16(padded).view(np.uint32) >> 16
     pairs = bits[:, 0::2] | (bits[:, 1::2] << 16)
-    count, index, values = [], [], []
-    for b in range(0, lines, 4):
-        group = pairs[b:b + 4]
-        keep = np.flatnonzero(((group & 0x7FFF7FFF) != 0).any(axis=0))
-        count.append(keep.size)
-        index.extend(keep)
-        values.extend(group[:, keep].T)
-    return (np.array(count), np.array(index, np.int32), np.array(values, np.uint32).reshape(-1, 4))
+    return block_form(pairs, lambda group: (group & 0x7FFF7FFF) != 0)
 
 
 @needs_bf16
@@ -376,7 +364,7 @@ def test_pair_form_matches_definition(shape, by_columns):
     past a whole register, a NaN, ties that round to even, a -0 next to a
     zero (not listed) and a denormal (rounded to zero)."""
     rng = np.random.default_rng(shape[0] * 1000 + shape[1])
-    x = sparse_input(rng, *shape, density=0.03)
+    x = sparse_matrix(rng, shape, 0.03, signed=True)
     flat = x.reshape(-1)
     if flat.size >= 1000:  # (a few specials would make a small x too dense for a form)
         for i, value in zip(range(0, flat.size, 7), (np.nan, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -0.0, 1e-40)):
@@ -407,7 +395,7 @@ def test_sparse_products_match_the_bf16_reference(medium, rows, cols, out, threa
     reference to float32 accumulation error on any thread count (the forward's
     threads split the depth, the gradient's the blocks), and are rounded."""
     rng = np.random.default_rng(rows * 7 + cols * 3 + out)
-    x = sparse_input(rng, rows, cols, density=0.04)
+    x = sparse_matrix(rng, (rows, cols), 0.04, signed=True)
     W = rng.standard_normal((cols, out)).astype(np.float32)
     b = rng.standard_normal(out).astype(np.float32)
     dy = rng.standard_normal((rows, out)).astype(np.float32)
@@ -434,7 +422,7 @@ def test_sparse_products_give_what_float32_gives_for_non_finite(medium):
     """A NaN in x spreads over its row; an infinity in a row of W (or dy) that
     no line lists still makes 0 * inf = NaN, as float32 gives."""
     rng = np.random.default_rng(12)
-    x = np.abs(sparse_input(rng, 40, 301))
+    x = np.abs(sparse_matrix(rng, (40, 301), 0.1, signed=True))
     x[:, 200:] = 0
     W = rng.standard_normal((301, 64)).astype(np.float32)
     dy = rng.standard_normal((40, 64)).astype(np.float32)

@@ -12,35 +12,17 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import need
+from conftest import block_form, need, sparse_matrix
 
 core = need("fastnn._core")
 
-BLOCK = 4  # lines per block (kSparseBlockLines)
 ISAS = ["generic", "avx2", "avx512", "avx512_bf16"]
 
 
-def sparse_matrix(rng, shape, density, dtype=np.float32):
-    x = rng.random(shape).astype(dtype)
-    x[rng.random(shape) >= density] = 0
-    return x
-
-
 def expected_form(x, by_columns):
-    """(count, index, values) built from the definition: lines grouped by 4,
-    positions where any line of the group is nonzero, the group's values there."""
-    a = x.T if by_columns else x
-    lines, depth = a.shape
-    count, index, values = [], [], []
-    for b in range(0, lines, BLOCK):
-        group = np.zeros((BLOCK, depth), a.dtype)
-        group[:min(BLOCK, lines - b)] = a[b:b + BLOCK]
-        keep = np.flatnonzero((group != 0).any(axis=0))  # NaN != 0
-        count.append(keep.size)
-        index.extend(keep)
-        values.extend(group[:, keep].T)
-    return (np.array(count), np.array(index, np.int32),
-            np.array(values, a.dtype).reshape(-1, BLOCK))
+    """The form from its definition: lines (x's rows, or its columns) grouped
+    by 4, positions where any line of the group is nonzero (NaN != 0)."""
+    return block_form(x.T if by_columns else x, lambda group: group != 0)
 
 
 @pytest.mark.parametrize("by_columns", [False, True], ids=["rows", "columns"])
