@@ -46,6 +46,7 @@
 
 #include "dispatch.h"
 #include "parallel.h"
+#include "scratch.h"
 #include "simd.h"
 
 namespace fastnn {
@@ -132,25 +133,6 @@ static inline void prefetch_row(const T* p, index_t n) {
 constexpr int PD = 2;  // rows of prefetch distance while packing
 
 // ------------------------------------------------------ scratch buffers ----
-struct ScratchBuf {
-  void* p = nullptr;
-  std::size_t cap = 0;
-  ScratchBuf() = default;
-  ScratchBuf(const ScratchBuf&) = delete;
-  ScratchBuf& operator=(const ScratchBuf&) = delete;
-  ~ScratchBuf() { std::free(p); }
-  // Grow-only; returns nullptr if the allocation fails.
-  void* get(std::size_t bytes) {
-    if (bytes > cap) {
-      std::free(p);
-      cap = 0;
-      p = std::aligned_alloc(64, static_cast<std::size_t>(rup(static_cast<index_t>(bytes), 4096)));
-      if (p != nullptr) cap = static_cast<std::size_t>(rup(static_cast<index_t>(bytes), 4096));
-    }
-    return p;
-  }
-};
-
 static ScratchBuf& thread_scratch() {
   static thread_local ScratchBuf buf;
   return buf;

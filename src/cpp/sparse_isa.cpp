@@ -20,10 +20,10 @@
 #include <atomic>
 #include <cstring>
 #include <type_traits>
-#include <vector>
 
 #include "dispatch.h"
 #include "parallel.h"
+#include "scratch.h"
 #include "simd.h"
 
 namespace fastnn {
@@ -282,9 +282,10 @@ bool sparse_product(const SparseMatmulArgs<T>& g) {
   const bool split_depth = threads > 1 && a.capacity > a.lines;
   // The depth split checks B by shares inside its parallel region.
   if (g.check_B_finite && !split_depth && !all_finite_impl(g.B, a.depth * g.n)) return false;
-  static thread_local std::vector<T> packed;
-  if (Steps::pairs && index_t(packed.size()) < a.capacity * g.n) packed.resize(a.capacity * g.n);
-  T* const pairs = packed.data();  // (a thread_local named in the team's body would be each member's own)
+  static thread_local ScratchBuf packed;
+  // (Taken here: a thread_local named in the team's body would be each member's own.)
+  T* const pairs = Steps::pairs ? packed.get_array<T>(a.capacity * g.n) : nullptr;
+  if (Steps::pairs && pairs == nullptr) return false;  // out of memory: the dense product takes x
   const T* const B = Steps::pairs ? pairs : g.B;
   if (threads <= 1) {
     prepare_b<T, Steps>(g, 0, a.capacity, pairs);
@@ -310,10 +311,10 @@ bool sparse_product(const SparseMatmulArgs<T>& g) {
   // of the other blocks into its own scratch copy: it then adds the others'
   // copies into lines of C that only it has written. It reads only its depth
   // range of B, so it prepares only that.
-  static thread_local std::vector<T> scratch;
+  static thread_local ScratchBuf scratch;
   const index_t size = a.lines * g.n;
-  if (index_t(scratch.size()) < threads * size) scratch.resize(threads * size);
-  T* const parts = scratch.data();
+  T* const parts = scratch.get_array<T>(threads * size);
+  if (parts == nullptr) return false;
   std::atomic<bool> special{false};
   parallel_team(threads, [&](index_t t, index_t nt) {
     const index_t k0 = depth_share_start(a, t, nt), k1 = depth_share_start(a, t + 1, nt);
@@ -556,7 +557,9 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
   const index_t capacity = sparse_positions(rows, Form::per == 2);
   const index_t k0 = b0 * R, k1 = b1 * R < cols ? b1 * R : cols;
   // Bit i - i0 of nonzero[b - b0]: block b of row i has a nonzero.
-  std::vector<std::uint64_t> nonzero(b1 - b0);
+  static thread_local ScratchBuf nonzero_bits;
+  std::uint64_t* const nonzero = nonzero_bits.get_array<std::uint64_t>(b1 - b0);
+  if (nonzero == nullptr) return false;  // out of memory: the dense product takes x
   for (index_t b = b0; b < b1; ++b) out.count[b] = 0;
   index_t entries = 0;
   for (index_t i0 = 0; i0 < rows; i0 += 64) {
@@ -574,16 +577,16 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
         for (int s = 0; s < W / R; ++s) nonzero[(k - k0) / R + s] = bits[s];
       }
     }
-    std::fill(nonzero.begin() + (k - k0) / R, nonzero.end(), 0);
+    std::fill(nonzero + (k - k0) / R, nonzero + (b1 - b0), std::uint64_t(0));
     for (index_t i = i0; i < i1; ++i)
       for (index_t j = k; j < k1; ++j)  // true for NaN, which must reach C
         nonzero[(j - k0) / R] |= x[i * cols + j] != T(0) ? std::uint64_t(1) << (i - i0) : 0;
     // A pair of rows (i0 is even) is listed at its first row's bit.
     if (Form::per == 2)
-      for (std::uint64_t& m : nonzero) m = (m | m >> 1) & 0x5555555555555555ull;
+      for (index_t b = 0; b < b1 - b0; ++b) nonzero[b] = (nonzero[b] | nonzero[b] >> 1) & 0x5555555555555555ull;
     // Counted before listing, so that a dense x (a hidden layer's activations)
     // is turned down without copying its values.
-    for (const std::uint64_t m : nonzero) entries += __builtin_popcountll(m);
+    for (index_t b = 0; b < b1 - b0; ++b) entries += __builtin_popcountll(nonzero[b]);
     if (entries > allowed(share, i1, rows, 2 * (b1 - b0)) || stop.load(std::memory_order_relaxed)) return false;
     for (index_t b = b0; b < b1; ++b) {
       index_t q = out.count[b];
