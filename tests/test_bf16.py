@@ -418,25 +418,38 @@ def test_sparse_products_match_the_bf16_reference(medium, rows, cols, out, threa
 
 
 @needs_bf16
-def test_sparse_products_give_what_float32_gives_for_non_finite(medium):
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(40, 301, 64), (130, 787, 256)])
+def test_sparse_products_give_what_float32_gives_for_non_finite(medium, threads, shape):
     """A NaN in x spreads over its row; an infinity in a row of W (or dy) that
-    no line lists still makes 0 * inf = NaN, as float32 gives."""
+    no line lists still makes 0 * inf = NaN, as float32 gives. The larger shape
+    runs on teams: each member checks the rows of B it packs (the forward's
+    depth shares, the weight gradient's even shares), and one infinity must stop them all."""
+    rows, depth, n = shape
     rng = np.random.default_rng(12)
-    x = np.abs(sparse_matrix(rng, (40, 301), 0.1, signed=True))
-    x[:, 200:] = 0
-    W = rng.standard_normal((301, 64)).astype(np.float32)
-    dy = rng.standard_normal((40, 64)).astype(np.float32)
+    x = np.abs(sparse_matrix(rng, (rows, depth), 0.1, signed=True))
+    x[:, depth * 2 // 3:] = 0
+    W = rng.standard_normal((depth, n)).astype(np.float32)
+    dy = rng.standard_normal((rows, n)).astype(np.float32)
     x_nan = x.copy()
     x_nan[3, 17] = np.nan
-    W_inf = W.copy()
-    W_inf[250, 5] = np.inf
-    dy_inf = dy.copy()
-    dy_inf[7, 9] = -np.inf
-    cases = [lambda: core.linear(x_nan, W), lambda: core.linear(x, W_inf),
-             lambda: core.linear_backward(x, W, dy_inf, need_dx=False)[1]]
-    got = [f() for f in cases]
-    fastnn.set_float32_matmul_precision("highest")
-    want = [f() for f in cases]
+    cases = [lambda: core.linear(x_nan, W)]
+    for row in (5, depth - 20):  # in the first share of the depth, and in the last, which lists nothing
+        W_inf = W.copy()
+        W_inf[row, 5] = np.inf
+        cases.append(lambda W_inf=W_inf: core.linear(x, W_inf))
+    for row in (7, rows - 2):
+        dy_inf = dy.copy()
+        dy_inf[row, 9] = -np.inf
+        cases.append(lambda dy_inf=dy_inf: core.linear_backward(x, W, dy_inf, need_dx=False)[1])
+    old = core.num_threads()
+    try:
+        core.set_num_threads(threads)
+        got = [f() for f in cases]
+        fastnn.set_float32_matmul_precision("highest")
+        want = [f() for f in cases]
+    finally:
+        core.set_num_threads(old)
     for g, w in zip(got, want):
         assert np.isnan(w).any()
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w))

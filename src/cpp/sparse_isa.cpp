@@ -191,14 +191,6 @@ bool range_finite(const T* x, index_t begin, index_t end) {
   return !any;
 }
 
-template <class T>
-bool all_finite_impl(const T* x, index_t n) {
-  const double chunks_with_special = parallel_sum(n, [=](index_t begin, index_t end) {
-    return range_finite(x, begin, end) ? 0.0 : 1.0;
-  });
-  return chunks_with_special == 0.0;
-}
-
 // Where thread t of nt starts in the depth: the depth below which a block has
 // a t / nt share of its entries, averaged over the blocks, weighted by their
 // entries. (An image is not as dense at the top as at the bottom, so an even
@@ -234,42 +226,54 @@ index_t depth_share_start(const BlockSparse<T>& a, index_t t, index_t nt) {
 #ifdef __AVX512BF16__
 // Rows [p0, p1) of B's pairs for PairSteps: row p of B's pairs is rows 2p and
 // 2p + 1 of B (the second zero past the depth) rounded to bf16 and zipped, n
-// pairs a row.
-inline void pack_pair_rows(const SparseMatmulArgs<float>& g, index_t p0, index_t p1, float* pairs) {
+// pairs a row. Returns whether those rows of B are all finite, which costs
+// little more here than a second pass over them would.
+inline bool pack_pair_rows(const SparseMatmulArgs<float>& g, index_t p0, index_t p1, float* pairs) {
   const index_t n = g.n;
+  const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+  auto special = [&](__m512 v) {  // lanes holding an infinity or a NaN: every exponent bit set
+    return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), exponent), exponent);
+  };
+  __mmask16 any_special = 0;
   for (index_t p = p0; p < p1; ++p) {
     const float* r0 = g.B + 2 * p * n;
     const bool partner = 2 * p + 1 < g.a.depth;
     float* d = pairs + p * n;
     index_t j = 0;
     for (; j + 16 <= n; j += 16) {
+      const __m512 lo = _mm512_loadu_ps(r0 + j);
       const __m512 hi = partner ? _mm512_loadu_ps(r0 + n + j) : _mm512_setzero_ps();
-      _mm512_storeu_si512(d + j, simd::zip_pairs(_mm512_loadu_ps(r0 + j), hi));
+      any_special |= special(lo) | special(hi);
+      _mm512_storeu_si512(d + j, simd::zip_pairs(lo, hi));
     }
     if (j < n) {
       const __mmask16 rest = __mmask16((1u << (n - j)) - 1);
       const __m512 lo = _mm512_maskz_loadu_ps(rest, r0 + j);
       const __m512 hi = partner ? _mm512_maskz_loadu_ps(rest, r0 + n + j) : _mm512_setzero_ps();
+      any_special |= special(lo) | special(hi);
       _mm512_mask_storeu_epi32(d + j, rest, simd::zip_pairs(lo, hi));
     }
   }
+  return any_special == 0;
 }
 #endif
-
-// Makes what the tiles read for positions [k0, k1) of the form: for PairSteps
-// those rows of B's pairs, packed into `pairs`; nothing for ValueSteps, whose
-// tiles read B itself.
-template <class T, class Steps>
-inline void prepare_b(const SparseMatmulArgs<T>& g, index_t k0, index_t k1, T* pairs) {
-#ifdef __AVX512BF16__
-  if constexpr (Steps::pairs) pack_pair_rows(g, k0, k1, pairs);
-#endif
-}
 
 // Rows of B that positions [0, k) of the form span.
 template <class T>
 inline index_t b_rows(const BlockSparse<T>& a, index_t k) {
   return a.pairs ? std::min(2 * k, a.depth) : k;
+}
+
+// Makes what the tiles read for positions [k0, k1) of the form: for PairSteps
+// those rows of B's pairs, packed into `pairs`; nothing for ValueSteps, whose
+// tiles read B itself. Returns false if g.check_B_finite and B's rows under
+// those positions hold an infinity or a NaN.
+template <class T, class Steps>
+inline bool prepare_b(const SparseMatmulArgs<T>& g, index_t k0, index_t k1, T* pairs) {
+#ifdef __AVX512BF16__
+  if constexpr (Steps::pairs) return pack_pair_rows(g, k0, k1, pairs) || !g.check_B_finite;
+#endif
+  return !g.check_B_finite || range_finite(g.B, b_rows(g.a, k0) * g.n, b_rows(g.a, k1) * g.n);
 }
 
 template <class T, class Steps>
@@ -280,24 +284,24 @@ bool sparse_product(const SparseMatmulArgs<T>& g) {
   for (index_t b = 0; b < blocks; ++b) entries += a.count[b] + 1;
   const int threads = entries * R * g.n >= kParallelGrain * 8 ? num_threads() : 1;
   const bool split_depth = threads > 1 && a.capacity > a.lines;
-  // The depth split checks B by shares inside its parallel region.
-  if (g.check_B_finite && !split_depth && !all_finite_impl(g.B, a.depth * g.n)) return false;
   static thread_local ScratchBuf packed;
   // (Taken here: a thread_local named in the team's body would be each member's own.)
   T* const pairs = Steps::pairs ? packed.get_array<T>(a.capacity * g.n) : nullptr;
   if (Steps::pairs && pairs == nullptr) return false;  // out of memory: the dense product takes x
   const T* const B = Steps::pairs ? pairs : g.B;
   if (threads <= 1) {
-    prepare_b<T, Steps>(g, 0, a.capacity, pairs);
+    if (!prepare_b<T, Steps>(g, 0, a.capacity, pairs)) return false;
     for (index_t b = 0; b < blocks; ++b) sparse_block<T, Steps>(g, whole_block(g, b), B);
     return true;
   }
+  std::atomic<bool> special{false};
   if (!split_depth) {
     parallel_team(threads, [&](index_t t, index_t nt) {
-      if (Steps::pairs) {
-        prepare_b<T, Steps>(g, a.capacity * t / nt, a.capacity * (t + 1) / nt, pairs);
-        team_barrier();
-      }
+      if (!prepare_b<T, Steps>(g, a.capacity * t / nt, a.capacity * (t + 1) / nt, pairs))
+        special.store(true, std::memory_order_relaxed);
+      // Every member reads all of B (its pairs), and all must know whether it is finite.
+      if (Steps::pairs || g.check_B_finite) team_barrier();
+      if (special.load(std::memory_order_relaxed)) return;
       const index_t lo = entries * t / nt, hi = entries * (t + 1) / nt;
       index_t cost = 0;
       for (index_t b = 0; b < blocks && cost < hi; ++b) {
@@ -305,7 +309,7 @@ bool sparse_product(const SparseMatmulArgs<T>& g) {
         cost += a.count[b] + 1;
       }
     });
-    return true;
+    return !special.load();
   }
   // Thread t writes its parts of the blocks it adds up into C, and its parts
   // of the other blocks into its own scratch copy: it then adds the others'
@@ -315,12 +319,9 @@ bool sparse_product(const SparseMatmulArgs<T>& g) {
   const index_t size = a.lines * g.n;
   T* const parts = scratch.get_array<T>(threads * size);
   if (parts == nullptr) return false;
-  std::atomic<bool> special{false};
   parallel_team(threads, [&](index_t t, index_t nt) {
     const index_t k0 = depth_share_start(a, t, nt), k1 = depth_share_start(a, t + 1, nt);
-    if (g.check_B_finite && !range_finite(g.B, b_rows(a, k0) * g.n, b_rows(a, k1) * g.n))
-      special.store(true, std::memory_order_relaxed);
-    prepare_b<T, Steps>(g, k0, k1, pairs);
+    if (!prepare_b<T, Steps>(g, k0, k1, pairs)) special.store(true, std::memory_order_relaxed);
     const index_t own0 = blocks * t / nt, own1 = blocks * (t + 1) / nt;
     for (index_t b = 0; b < blocks; ++b) {
       const std::int32_t* index = a.index + b * a.capacity;
