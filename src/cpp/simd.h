@@ -94,6 +94,20 @@ static inline unsigned nonzero_mask(vf v) { return _mm_movemask_ps(_mm_cmpneq_ps
 static inline unsigned nonzero_mask(vd v) { return _mm_movemask_pd(_mm_cmpneq_pd((__m128d)v, _mm_setzero_pd())); }
 #endif
 
+// Bit r (r < 64) set where masks[r] has any bit of `pattern`.
+static inline std::uint64_t any_bits_of(const std::uint16_t (&masks)[64], std::uint16_t pattern) {
+#if FASTNN_VBYTES == 64
+  const __m512i p = _mm512_set1_epi16(static_cast<short>(pattern));
+  const std::uint64_t lo = _mm512_test_epi16_mask(_mm512_loadu_si512(masks), p);
+  const std::uint64_t hi = _mm512_test_epi16_mask(_mm512_loadu_si512(masks + 32), p);
+  return lo | hi << 32;
+#else
+  std::uint64_t bits = 0;
+  for (int r = 0; r < 64; ++r) bits |= std::uint64_t((masks[r] & pattern) != 0) << r;
+  return bits;
+#endif
+}
+
 #if FASTNN_VBYTES == 64
 // The first n (< = W) lanes from / to memory; the other lanes read as zero and
 // are not written, so nothing past p + n is touched.

@@ -567,15 +567,14 @@ bool fill_column_blocks(const T* x, index_t rows, index_t cols, BlockSparseBuffe
     const index_t i1 = i0 + 64 < rows ? i0 + 64 : rows;
     index_t k = k0;
     if (W % R == 0) {
-      // W / R blocks at a time down the group's rows, their bits in registers.
+      // W / R blocks at a time down the group's rows: one mask of nonzero
+      // lanes per row, then each block's bits from its lanes in all 64 masks.
       for (; k + W <= k1; k += W) {
-        std::uint64_t bits[W / R] = {};
-        for (index_t i = i0; i < i1; ++i) {
-          const unsigned m = simd::nonzero_mask(simd::loadu(x + i * cols + k));
-          for (int s = 0; s < W / R; ++s)
-            bits[s] |= std::uint64_t(((m >> (s * R)) & ((1u << R) - 1)) != 0) << (i - i0);
-        }
-        for (int s = 0; s < W / R; ++s) nonzero[(k - k0) / R + s] = bits[s];
+        std::uint16_t masks[64] = {};
+        for (index_t i = i0; i < i1; ++i)
+          masks[i - i0] = std::uint16_t(simd::nonzero_mask(simd::loadu(x + i * cols + k)));
+        for (int s = 0; s < W / R; ++s)
+          nonzero[(k - k0) / R + s] = simd::any_bits_of(masks, std::uint16_t(((1u << R) - 1) << (s * R)));
       }
     }
     std::fill(nonzero + (k - k0) / R, nonzero + (b1 - b0), std::uint64_t(0));
