@@ -169,25 +169,34 @@ inline index_t first_at_or_past(const std::int32_t* index, index_t n, index_t k)
   return lo;
 }
 
+// A T's bits, and the rule for an infinity or a NaN: every exponent bit set.
+// Written with vector types: GCC leaves an `omp simd` reduction scalar when it
+// sits inside a parallel region.
+template <class T>
+struct FloatBits {
+  typedef typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type Bits;
+  typedef Bits VBits __attribute__((vector_size(FASTNN_VBYTES)));
+  typedef Bits VBits_u __attribute__((vector_size(FASTNN_VBYTES), aligned(sizeof(T)), may_alias));
+  static constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
+  static inline VBits special(VBits bits) { return (VBits)((bits & exponent) == exponent); }  // all-ones lanes
+  static inline bool special(T x) { return (__builtin_bit_cast(Bits, x) & exponent) == exponent; }
+  static inline bool any(VBits lanes) {
+    bool any = false;
+    for (std::size_t l = 0; l < sizeof(VBits) / sizeof(Bits); ++l) any |= lanes[l] != 0;
+    return any;
+  }
+};
+
 // Whether no element of x [begin, end) is infinite or NaN, on this thread.
 template <class T>
 bool range_finite(const T* x, index_t begin, index_t end) {
-  typedef typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type Bits;
-  constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
-  // Written with vector types: GCC leaves an `omp simd` reduction scalar when
-  // it sits inside a parallel region.
-  typedef Bits VBits __attribute__((vector_size(FASTNN_VBYTES)));
-  typedef Bits VBits_u __attribute__((vector_size(FASTNN_VBYTES), aligned(sizeof(T)), may_alias));
+  typedef FloatBits<T> FB;
   constexpr int L = FASTNN_VBYTES / sizeof(T);
-  VBits special = {};  // an infinity or a NaN has every exponent bit set
+  typename FB::VBits special = {};
   index_t i = begin;
-  for (; i + L <= end; i += L) {
-    const VBits bits = *reinterpret_cast<const VBits_u*>(x + i);
-    special |= (VBits)((bits & exponent) == exponent);
-  }
-  bool any = false;
-  for (int l = 0; l < L; ++l) any |= special[l] != 0;
-  for (; i < end; ++i) any |= (__builtin_bit_cast(Bits, x[i]) & exponent) == exponent;
+  for (; i + L <= end; i += L) special |= FB::special(*reinterpret_cast<const typename FB::VBits_u*>(x + i));
+  bool any = FB::any(special);
+  for (; i < end; ++i) any |= FB::special(x[i]);
   return !any;
 }
 
@@ -229,12 +238,9 @@ index_t depth_share_start(const BlockSparse<T>& a, index_t t, index_t nt) {
 // pairs a row. Returns whether those rows of B are all finite, which costs
 // little more here than a second pass over them would.
 inline bool pack_pair_rows(const SparseMatmulArgs<float>& g, index_t p0, index_t p1, float* pairs) {
+  typedef FloatBits<float> FB;
   const index_t n = g.n;
-  const __m512i exponent = _mm512_set1_epi32(0x7F800000);
-  auto special = [&](__m512 v) {  // lanes holding an infinity or a NaN: every exponent bit set
-    return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), exponent), exponent);
-  };
-  __mmask16 any_special = 0;
+  FB::VBits special = {};
   for (index_t p = p0; p < p1; ++p) {
     const float* r0 = g.B + 2 * p * n;
     const bool partner = 2 * p + 1 < g.a.depth;
@@ -243,18 +249,18 @@ inline bool pack_pair_rows(const SparseMatmulArgs<float>& g, index_t p0, index_t
     for (; j + 16 <= n; j += 16) {
       const __m512 lo = _mm512_loadu_ps(r0 + j);
       const __m512 hi = partner ? _mm512_loadu_ps(r0 + n + j) : _mm512_setzero_ps();
-      any_special |= special(lo) | special(hi);
+      special |= FB::special((FB::VBits)lo) | FB::special((FB::VBits)hi);
       _mm512_storeu_si512(d + j, simd::zip_pairs(lo, hi));
     }
     if (j < n) {
       const __mmask16 rest = __mmask16((1u << (n - j)) - 1);
       const __m512 lo = _mm512_maskz_loadu_ps(rest, r0 + j);
       const __m512 hi = partner ? _mm512_maskz_loadu_ps(rest, r0 + n + j) : _mm512_setzero_ps();
-      any_special |= special(lo) | special(hi);
+      special |= FB::special((FB::VBits)lo) | FB::special((FB::VBits)hi);
       _mm512_mask_storeu_epi32(d + j, rest, simd::zip_pairs(lo, hi));
     }
   }
-  return any_special == 0;
+  return !FB::any(special);
 }
 #endif
 
